@@ -1,0 +1,141 @@
+"""Checkpoints that survive crashes: atomic writes, the previous checkpoint kept, and clear errors on foreign files.
+
+A checkpoint is a dict written with `torch.save`. `save_checkpoint` writes it to a temporary file in the same folder,
+fsyncs it, keeps the current checkpoint as ``<name>.prev.pt`` (by hard link, so the checkpoint path never disappears),
+then renames the temporary file over the checkpoint and fsyncs the folder. A crash or a kill at any moment leaves either
+the old or the new checkpoint in place, never a half-written one. `load_checkpoint` checks the header
+(`FORMAT`, agent, env id) before anything is used.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "fire_rl-checkpoint"
+VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, foreign, or from another agent or env."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any], *, agent: str, env_id: str) -> Path:
+    """Write `payload` to `path` atomically, keeping the previous checkpoint as ``<stem>.prev<suffix>``.
+
+    Args:
+        path: the checkpoint file, e.g. ``runs/<run>/checkpoint.pt``.
+        payload: anything `torch.save` can write (state dicts, tensors, plain Python values, numpy arrays).
+        agent: the agent that wrote it (``"dqn_atari"``); `load_checkpoint` refuses other agents' checkpoints.
+        env_id: the environment id; `load_checkpoint` refuses other envs' checkpoints.
+
+    Raises:
+        OSError: the folder is not writable or the disk is full; the previous checkpoint is left as it was and the
+            temporary file is removed.
+    """
+    path = Path(path)
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"format": FORMAT, "version": VERSION, "agent": agent, "env_id": env_id, "payload": payload}
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(record, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            prev = path.with_name(f"{path.stem}.prev{path.suffix}")
+            prev_tmp = path.with_name(f".{path.stem}.prev{path.suffix}.tmp")
+            prev_tmp.unlink(missing_ok=True)
+            os.link(path, prev_tmp)
+            os.replace(prev_tmp, prev)
+        os.replace(tmp, path)
+        _fsync_dir(folder)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise OSError(
+                err.errno, f"could not write checkpoint {path}: {err.strerror}; the previous one is intact"
+            ) from err
+        raise
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run directory or a checkpoint file → the checkpoint file. Raises `CheckpointError` if there is none."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(
+            f"no checkpoint at {path}: give a run directory holding {CHECKPOINT_NAME} or the file itself"
+        )
+    return path
+
+
+def load_checkpoint(path: str | Path, *, agent: str, env_id: str | None = None, map_location: Any = "cpu") -> dict:
+    """Read a checkpoint written by `save_checkpoint` and return its payload.
+
+    Args:
+        path: a checkpoint file or a run directory holding ``checkpoint.pt``.
+        agent: the agent that must have written it.
+        env_id: the env id it must be for (None: any).
+
+    Raises:
+        CheckpointError: the file is missing, truncated or corrupted, not a fire_rl checkpoint, or from another agent,
+            env, or format version. Nothing is modified.
+
+    Checkpoints are unpickled with ``weights_only=False`` (they hold numpy RNG states); load only your own files.
+    """
+    path = resolve_checkpoint(path)
+    try:
+        record = torch.load(path, map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, AttributeError) as err:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupted?): {err}") from err
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a fire_rl checkpoint (no '{FORMAT}' header)")
+    if record.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {record.get('version')}; this code reads {VERSION}"
+        )
+    if record.get("agent") != agent:
+        raise CheckpointError(f"{path} was written by agent {record.get('agent')!r}, not {agent!r}")
+    if env_id is not None and record.get("env_id") != env_id:
+        raise CheckpointError(f"{path} is for env {record.get('env_id')!r}, not {env_id!r}")
+    return record["payload"]
+
+
+def get_rng_state() -> dict[str, Any]:
+    """The global RNG states of Python, NumPy and torch (CPU, and every CUDA device if initialised)."""
+    # NumPy's legacy global state too: third-party code (wrappers, libraries) may still draw from it.
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}  # noqa: NPY002
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `get_rng_state` returned."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,133 @@
+"""Run plumbing both agents share: device choice, seeding, run directories, atomic JSON, graceful stops, and the
+replay-ratio accounting that turns env steps into gradient updates."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA if available, else CPU; ``"cpu"``/``"cuda"``/``"cuda:N"`` as given.
+
+    Raises:
+        ValueError: an unknown name, or ``cuda`` on a machine without a CUDA device.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if re.fullmatch(r"cuda(:\d+)?", name):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={name!r} but no CUDA device is available; use 'auto' or 'cpu'")
+        return torch.device(name)
+    raise ValueError(f"device={name!r} is not allowed; choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy and torch; with `deterministic`, ask cuDNN for deterministic kernels (CleanRL's flag)."""
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (legacy global state, for third-party code that still uses it)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        torch.backends.cudnn.benchmark = False
+
+
+def default_run_dir(env_id: str, exp_name: str, seed: int, root: str = "runs") -> Path:
+    """CleanRL's ``runs/{env}__{exp}__{seed}__{time}``, with ``/`` in env ids replaced so it is one folder."""
+    safe_env = env_id.replace("/", "_")
+    return Path(root) / f"{safe_env}__{exp_name}__{seed}__{int(time.time())}"
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write JSON to `path` through a temporary file, fsync and rename: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class GracefulStop:
+    """Turns SIGINT (Ctrl-C) and SIGTERM into a flag the training loop checks once per iteration, so the loop stops
+    between updates (never inside an optimizer step) and can write a consistent checkpoint.
+
+    A second signal while stopping restores the default handlers and raises KeyboardInterrupt at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested is not None:
+            self.restore()
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __enter__(self) -> GracefulStop:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+
+class ReplayRatio:
+    """Turns env steps into gradient updates at a fixed replay ratio (updates per env step), fractional ratios included.
+
+    Every call to `updates(env_steps)` adds ``replay_ratio · env_steps`` to a credit and returns its whole part, so over
+    a run the number of updates is ``floor(replay_ratio · env_steps)`` exactly (0.25 gives one update every 4 env steps,
+    as Nature DQN and CleanRL; 2 gives two per env step). Credits are kept as an integer count of env steps times a
+    rational ratio, so no floating-point drift accumulates.
+
+    Raises:
+        ValueError: replay_ratio <= 0.
+    """
+
+    def __init__(self, replay_ratio: float) -> None:
+        if not replay_ratio > 0:
+            raise ValueError(f"replay_ratio={replay_ratio}: must be > 0 (gradient updates per env step)")
+        from fractions import Fraction
+
+        self.ratio = Fraction(replay_ratio).limit_denominator(10_000)
+        self.env_steps = 0
+        self.done = 0
+
+    def updates(self, env_steps: int) -> int:
+        """Add `env_steps` env steps; return how many gradient updates are now due."""
+        self.env_steps += env_steps
+        due = int(self.env_steps * self.ratio) - self.done
+        self.done += due
+        return due
+
+    def state_dict(self) -> dict[str, int]:
+        return {"env_steps": self.env_steps, "done": self.done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.env_steps, self.done = int(state["env_steps"]), int(state["done"])
