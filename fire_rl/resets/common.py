@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from fire_rl.metrics import dfi, relative_sfe, sfe
+
 KINDS = {"linear": nn.Linear, "conv": nn.Conv2d}
 ROLES = ("encoder", "head")
 
@@ -156,12 +158,13 @@ class LayerReport:
 
     Attributes:
         name: qualified layer name.
-        op: the operation applied (``"fire"``, ``"sp"``, ``"full"``, ``"pi"``).
+        op: the operation applied (``"fire"``, ``"sp"``, ``"full"``, ``"pi"``, ``"redo"``).
         sfe: squared Frobenius error ‖W − W̃‖²_F of the weight (DESIGN 4).
         rel_sfe: sfe / ‖W‖²_F.
         dfi_before, dfi_after: deviation from isometry of the weight before and after (DESIGN 4).
         residual: max|σ − 1| of the polar factor FIRE used (FIRE only).
         seconds: wall time spent on this layer.
+        recycled: number of neurons (units or conv channels) the layer recycled (ReDo only).
     """
 
     name: str
@@ -172,6 +175,7 @@ class LayerReport:
     dfi_after: float = math.nan
     residual: float = math.nan
     seconds: float = math.nan
+    recycled: float = math.nan
 
 
 @dataclass
@@ -200,3 +204,117 @@ class ResetReport:
             out["sfe_total"] = float(sum(sfes))
         out["seconds"] = self.seconds
         return out
+
+
+def resolve_layers(network: nn.Module, layers: dict[str, nn.Module] | Sequence[str] | str) -> dict[str, nn.Module]:
+    """The layers a reset acts on, from `select_layers`' dict or from qualified names.
+
+    Args:
+        network: the network the layers belong to.
+        layers: ``{name: module}`` as `select_layers` returns it, or a list of qualified layer names (a single name as a
+            plain string is accepted too).
+
+    Returns:
+        ``{qualified_name: module}`` in the order given.
+
+    Raises:
+        ValueError: an empty selection, a name that is not a module of `network` (the message lists the available
+            layers), a dict entry whose module is not the network's module of that name (e.g. selected on another
+            network), or a module that is not an `nn.Linear` / `nn.Conv2d`.
+    """
+    if isinstance(layers, str):
+        layers = [layers]
+    if isinstance(layers, dict):
+        names, given = list(layers), layers
+    elif isinstance(layers, Sequence) and all(isinstance(n, str) for n in layers):
+        names, given = list(layers), None
+    else:
+        raise ValueError(
+            f"layers must be a dict from select_layers(...) or a list of layer names, got {type(layers).__name__}"
+        )
+    if not names:
+        raise ValueError("layers is empty: a reset needs at least one layer")
+    modules = dict(network.named_modules())
+    available = ", ".join(f"{n} ({layer_kind(m)})" for n, m in all_layers(network).items()) or "none"
+    out: dict[str, nn.Module] = {}
+    for name in names:
+        if name not in modules:
+            raise ValueError(
+                f"layer {name!r} is not a module of {type(network).__name__}; available layers: {available}"
+            )
+        module = modules[name]
+        if given is not None and given[name] is not module:
+            raise ValueError(
+                f"layers[{name!r}] is not the module of that name in {type(network).__name__}: was the selection made "
+                "on another network? Select on this one, or pass the names"
+            )
+        if layer_kind(module) is None:
+            raise ValueError(
+                f"layer {name!r} is a {type(module).__name__}; resets act on nn.Linear and nn.Conv2d layers only; "
+                f"available layers: {available}"
+            )
+        out[name] = module
+    return out
+
+
+TOWARDS = ("init", "random")
+
+
+def check_toward(toward: str) -> None:
+    """Raises ValueError unless `toward` is ``"init"`` (θ₀) or ``"random"`` (a fresh draw)."""
+    if toward not in TOWARDS:
+        raise ValueError(f"toward must be one of {list(TOWARDS)}, got {toward!r}")
+
+
+def reset_values(
+    network: nn.Module, layers: dict[str, nn.Module], theta0: dict[str, torch.Tensor] | None, toward: str
+) -> dict[str, torch.Tensor]:
+    """θ_new for every parameter of `layers`: θ₀ (``toward="init"``) or one fresh draw (``"random"``, `fresh_draw`,
+    torch's global RNG), keyed ``"<layer>.<param>"``, on each parameter's device and dtype.
+
+    Raises:
+        ValueError: unknown `toward`; ``"init"`` without θ₀; a θ₀ entry that is missing or of another shape.
+    """
+    check_toward(toward)
+    params = {f"{n}.{pn}": p for n, m in layers.items() for pn, p in m.named_parameters(recurse=False)}
+    if toward == "init":
+        if theta0 is None:
+            raise ValueError("toward='init' needs theta0 (capture_theta0(network) right after initialisation)")
+        missing = [k for k in params if k not in theta0]
+        if missing:
+            raise ValueError(f"theta0 has no entry for {missing}: was it captured from this network?")
+        values = {k: theta0[k] for k in params}
+    else:
+        values = fresh_draw(network, list(layers))
+    for key, p in params.items():
+        if values[key].shape != p.shape:
+            raise ValueError(f"theta_new[{key!r}] has shape {tuple(values[key].shape)}, the parameter {tuple(p.shape)}")
+    return {k: values[k].to(device=p.device, dtype=p.dtype) for k, p in params.items()}
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work on `device` so that wall time covers it (nothing to wait for on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def layer_report(
+    name: str,
+    op: str,
+    before: torch.Tensor,
+    after: torch.Tensor,
+    seconds: float,
+    residual: float = math.nan,
+    scale: str = "muon",
+) -> LayerReport:
+    """A `LayerReport` with SFE, relative SFE and DfI before/after of one weight (`fire_rl.metrics`; one host sync).
+
+    Args:
+        before, after: the weight before and after the reset, same shape (2-D or 4-D).
+        scale: the c of DfI = ‖G(W/c) − I‖²_F (`fire_rl.metrics.dfi`): ``"muon"`` (FIRE's scale) or ``"none"``.
+    """
+    err, rel = sfe(before, after), relative_sfe(before, after)
+    d_before, d_after = dfi(before, scale=scale), dfi(after, scale=scale)
+    values = torch.stack([v.to(torch.float64) for v in (err, rel, d_before, d_after)]).tolist()
+    fields = dict(zip(("sfe", "rel_sfe", "dfi_before", "dfi_after"), values, strict=True))
+    return LayerReport(name, op, **fields, residual=residual, seconds=seconds)

@@ -1,0 +1,47 @@
+"""Weight-reset methods (DESIGN 3): FIRE, Shrink & Perturb, full reset, plasticity injection, and what they share.
+
+Every method acts in place on an explicit set of layers (`select_layers`), leaves targets and optimizers to the
+scheduler, and returns a `ResetReport`. The polar-factor kernel lives in `fire_rl.polar` and is re-exported here.
+"""
+
+from fire_rl.polar import PolarInfo, polar, polar_with_info
+from fire_rl.resets.common import (
+    LayerReport,
+    ResetReport,
+    capture_theta0,
+    fresh_draw,
+    resolve_layers,
+    restore_theta0,
+    select_layers,
+)
+from fire_rl.resets.fire import fire_
+from fire_rl.resets.full import full_reset_
+from fire_rl.resets.injection import (
+    InjectedHead,
+    inject_plasticity,
+    injection_depth,
+    rebuild_injections,
+    state_dict_injection_depth,
+)
+from fire_rl.resets.shrink_perturb import shrink_perturb_
+
+__all__ = [
+    "InjectedHead",
+    "LayerReport",
+    "PolarInfo",
+    "ResetReport",
+    "capture_theta0",
+    "fire_",
+    "fresh_draw",
+    "full_reset_",
+    "inject_plasticity",
+    "injection_depth",
+    "polar",
+    "polar_with_info",
+    "rebuild_injections",
+    "resolve_layers",
+    "restore_theta0",
+    "select_layers",
+    "shrink_perturb_",
+    "state_dict_injection_depth",
+]

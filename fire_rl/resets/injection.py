@@ -1,0 +1,221 @@
+"""Plasticity injection (Nikishin, Oh, Ostrovski, Lyle, Pascanu, Dabney, Barreto; NeurIPS 2023; DESIGN 3.4)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from fire_rl.resets.common import (
+    LayerReport,
+    ResetReport,
+    check_toward,
+    fresh_draw,
+    layer_kind,
+    layer_report,
+)
+
+
+class InjectedHead(nn.Module):
+    """A head after plasticity injection: h(z) = old(z) + (new(z) − new_frozen(z)) (Nikishin et al. 2023, eq. 1).
+
+    `old` (the trained head, possibly itself an `InjectedHead`) and `new_frozen` have ``requires_grad=False``; `new`
+    is trainable and starts equal to `new_frozen`, so the output is bit-identical at injection (the difference is
+    formed first and is exactly zero) and the number of trainable parameters stays that of one head. `new` and
+    `new_frozen` have the architecture of the original head, also when `old` is an injected head (nesting).
+
+    All three run in the network's train/eval mode; none of the networks here has running statistics in its head.
+
+    Args:
+        old, new, new_frozen: modules mapping the same input to tensors of the same shape.
+    """
+
+    def __init__(self, old: nn.Module, new: nn.Module, new_frozen: nn.Module) -> None:
+        super().__init__()
+        self.old = old.requires_grad_(False)
+        self.new = new
+        self.new_frozen = new_frozen.requires_grad_(False)
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        """old(z) + (new(z) − new_frozen(z)), same shape and dtype as the original head's output."""
+        return self.old(*args, **kwargs) + (self.new(*args, **kwargs) - self.new_frozen(*args, **kwargs))
+
+
+def _split(network: nn.Module, head: str) -> tuple[nn.Module, str, nn.Module]:
+    """(parent module, attribute name, head module) for a dotted `head` path."""
+    if not isinstance(network, nn.Module):
+        raise ValueError(f"network must be an nn.Module, got {type(network).__name__}")
+    if not isinstance(head, str) or not head:
+        raise ValueError(f"head must be the (dotted) name of a child module, got {head!r}")
+    parent_name, _, attr = head.rpartition(".")
+    modules = dict(network.named_modules())
+    parent = modules.get(parent_name)
+    child = getattr(parent, attr, None) if parent is not None else None
+    if not isinstance(child, nn.Module) or child is parent:
+        children = [n for n, _ in network.named_children()]
+        raise ValueError(f"head {head!r} is not a submodule of {type(network).__name__}; its children are {children}")
+    return parent, attr, child
+
+
+def _template(head_module: nn.Module) -> nn.Module:
+    """The original head's architecture: an injected head's trainable `new`, else the head itself."""
+    return head_module.new if isinstance(head_module, InjectedHead) else head_module
+
+
+def injection_depth(network: nn.Module, head: str = "head") -> int:
+    """How many times plasticity was injected into `network.<head>` (0 for a plain head).
+
+    Raises:
+        ValueError: `head` is not a submodule of `network`.
+    """
+    _, _, module = _split(network, head)
+    depth = 0
+    while isinstance(module, InjectedHead):
+        module, depth = module.old, depth + 1
+    return depth
+
+
+def state_dict_injection_depth(state_dict: Mapping[str, object], head: str = "head") -> int:
+    """The injection depth of the network a state dict was saved from, read off its keys (``head.old.old.…``).
+
+    The head's own submodules must not be named ``old``.
+    """
+    depth = 0
+    while any(key.startswith(f"{head}{'.old' * (depth + 1)}.") for key in state_dict):
+        depth += 1
+    return depth
+
+
+def _inject(parent: nn.Module, attr: str, old: nn.Module, values: dict[str, torch.Tensor] | None) -> InjectedHead:
+    new = copy.deepcopy(_template(old))
+    with torch.no_grad():
+        for pname, p in new.named_parameters():
+            # deepcopy copies .grad too; a stale gradient must not reach the new head's first optimizer step.
+            p.grad = None
+            if values is not None:
+                p.copy_(values[pname])
+    injected = InjectedHead(old, new, copy.deepcopy(new))
+    setattr(parent, attr, injected)
+    return injected
+
+
+def _theta0_values(theta0: dict[str, torch.Tensor], head: str, template: nn.Module) -> dict[str, torch.Tensor]:
+    out = {}
+    for pname, p in template.named_parameters():
+        key = f"{head}.{pname}"
+        if key not in theta0:
+            raise ValueError(
+                f"theta0 has no entry {key!r}: pass the θ₀ captured from the network before any injection "
+                "(capture_theta0 right after initialisation)"
+            )
+        if theta0[key].shape != p.shape:
+            raise ValueError(f"theta0[{key!r}] has shape {tuple(theta0[key].shape)}, the head {tuple(p.shape)}")
+        out[pname] = theta0[key].to(device=p.device, dtype=p.dtype)
+    return out
+
+
+def _fresh_values(network: nn.Module, parent: nn.Module, attr: str, head: str, template: nn.Module) -> dict:
+    """A fresh draw of the original head with the network's own init: the network is drawn with a plain copy of the
+    head in place (its ``init_weights`` may expect the original structure), then the head is put back."""
+    owners = [n for n, m in template.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    current = getattr(parent, attr)
+    setattr(parent, attr, copy.deepcopy(template))
+    try:
+        drawn = fresh_draw(network, [f"{head}.{n}" if n else head for n in owners])
+    finally:
+        setattr(parent, attr, current)
+    return {pname: drawn[f"{head}.{pname}"].to(p) for pname, p in template.named_parameters()}
+
+
+def inject_plasticity(
+    network: nn.Module,
+    head: str = "head",
+    *,
+    theta0: dict[str, torch.Tensor] | None = None,
+    toward: str = "init",
+    measure: bool = True,
+) -> ResetReport:
+    """Plasticity injection in place: ``network.<head>`` becomes an `InjectedHead` (Nikishin et al. 2023; DESIGN 3.4).
+
+    The trained head h_θ is frozen, and two copies of the original head architecture with identical new parameters θ′
+    are added, one trainable (h_θ′) and one frozen (h_θ′₀): output h_θ(z) + h_θ′(z) − h_θ′₀(z). Predictions are
+    unchanged at injection (bit-identical), the number of trainable parameters is unchanged, and the encoder stays
+    shared and trainable. Injecting again nests: the current `InjectedHead` becomes the frozen old head.
+
+    What happens to:
+        * the changed tensors: none changes value; the head module is replaced, the old head's parameters get
+          ``requires_grad=False`` and new parameters are created (`new_params`). Whoever holds the old head's
+          parameters (an optimizer) now holds frozen tensors.
+        * the target network: nothing; the scheduler injects it the same way (official FIRE DQN) or copies.
+        * the optimizer state: the optimizer MUST be rebuilt with the network's trainable parameters
+          (``[p for p in network.parameters() if p.requires_grad]``); the returned `new_params` are not in any
+          optimizer yet.
+        * the RNG: ``toward="init"``: θ′ = θ₀ of the head (official FIRE DQN), no randomness; ``toward="random"``:
+          θ′ = a fresh draw with the network's own init (`fresh_draw`, torch's global RNG).
+
+    Resuming: a fresh network takes an injected network's state dict after `rebuild_injections(fresh, depth, head)`
+    with the saved `injection_depth` (or `state_dict_injection_depth` of the state dict); calling `inject_plasticity`
+    the same number of times works too.
+
+    Args:
+        network: the network; `head` names its output module (dotted paths allowed).
+        head: the module to inject into, default ``"head"`` (the convention of `fire_rl.networks`).
+        theta0: θ₀ from `capture_theta0(network)` taken before any injection (keys ``"<head>.<param>"``); required for
+            ``toward="init"``.
+        toward: ``"init"`` or ``"random"``.
+        measure: one `LayerReport` (op ``"pi"``) per Linear/Conv2d of the new head: SFE/DfI between the weights that
+            were trainable until now and the new trainable weights, DfI before/after of those (per-layer seconds are
+            NaN; the report's `seconds` is the total). False: only the total time.
+
+    Returns:
+        `ResetReport` with method ``"pi"``, `changed` empty and `new_params` = the new trainable parameters.
+
+    Raises:
+        ValueError: `head` not a submodule; unknown `toward`; ``toward="init"`` without θ₀ or with θ₀ lacking the
+            head's entries or of other shapes; all raised before the network changes.
+    """
+    parent, attr, old = _split(network, head)
+    check_toward(toward)
+    template = _template(old)
+    if toward == "init":
+        if theta0 is None:
+            raise ValueError("toward='init' needs theta0 (capture_theta0(network) right after initialisation)")
+        values = _theta0_values(theta0, head, template)
+    else:
+        values = _fresh_values(network, parent, attr, head, template)
+
+    start = time.perf_counter()
+    injected = _inject(parent, attr, old, values)
+    report = ResetReport("pi", new_params=[p for p in injected.new.parameters() if p.requires_grad])
+    trained = dict(template.named_modules())
+    for name, module in injected.new.named_modules():
+        if layer_kind(module) is None:
+            continue
+        qualified = f"{head}.new.{name}" if name else f"{head}.new"
+        if measure:
+            report.layers.append(layer_report(qualified, "pi", trained[name].weight, module.weight, math.nan))
+        else:
+            report.layers.append(LayerReport(qualified, "pi"))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def rebuild_injections(network: nn.Module, depth: int, head: str = "head") -> None:
+    """Re-create the structure of `depth` plasticity injections on a fresh (or less injected) network, for resuming.
+
+    The added heads are copies of the current trainable head with its values (no RNG is used); load the saved state
+    dict afterwards to get the saved values, then rebuild the optimizer with the trainable parameters.
+
+    Raises:
+        ValueError: `depth` not an int ≥ the network's current `injection_depth`, or `head` not a submodule.
+    """
+    current = injection_depth(network, head)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < current:
+        raise ValueError(f"depth must be an int >= the current injection depth {current}, got {depth!r}")
+    parent, attr, _ = _split(network, head)
+    for _ in range(depth - current):
+        _inject(parent, attr, getattr(parent, attr), None)
