@@ -1,0 +1,577 @@
+"""Replay buffers: Atari (one uint8 frame per env step, stacks rebuilt at sampling) and vector observations (DESIGN 5).
+
+Both take transitions from a vector env of N games, ``add(obs, next_obs, actions, rewards, terminated, truncated)``
+with ``next_obs`` the REAL next observation (the final observation where an episode ended; see
+`fire_rl.envs.atari.real_next_obs`), and return a `ReplayBatch` of torch tensors whose ``dones`` are the terminations
+only: a truncated episode bootstraps from its real final observation, a terminated one does not.
+
+Sampling draws with the buffer's own seeded `numpy.random.Generator` (its state goes into `state_dict`), gathers with
+numpy (`np.take`: fancy indexing is ~6x faster than torch's ``t[idx]`` here, DESIGN 9) and makes one host-to-device
+copy per field; on CUDA the gather writes into pinned host tensors that are copied with ``non_blocking=True``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+
+class ReplayBatch(NamedTuple):
+    """A minibatch of B transitions, every tensor on the buffer's device.
+
+    Attributes:
+        observations: ``(B, 4, 84, 84) uint8`` (Atari) or ``(B, obs_dim) float32`` (vectors).
+        actions: ``(B,) int64`` (Atari) or ``(B, act_dim) float32`` (vectors).
+        rewards: ``(B,) float32``, as given to ``add`` (clipped or not is the env's business).
+        next_observations: like ``observations``; the real final observation for the last transition of an episode.
+        dones: ``(B,) float32``, 1.0 where the episode terminated at this transition (NOT where it was truncated), for
+            the bootstrap mask ``reward + gamma * (1 - done) * max_a Q(next_obs, a)``.
+    """
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_observations: torch.Tensor
+    dones: torch.Tensor
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from e
+
+
+def _check_array(name: str, value: Any, shape: tuple[int, ...], kind: str, dtype_text: str) -> np.ndarray:
+    """`value` as a numpy array, checked against `shape` and a dtype kind (numpy ``dtype.kind`` letters)."""
+    array = np.asarray(value)
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got shape {array.shape}")
+    if array.dtype.kind not in kind:
+        raise ValueError(f"{name} must have dtype {dtype_text}, got dtype {array.dtype}")
+    return array
+
+
+class _HostToDevice:
+    """Moves gathered numpy batches to the buffer's device, one copy per field.
+
+    CPU: the gather writes into fresh arrays that `torch.from_numpy` wraps without copying. CUDA: the gather writes
+    into pinned host tensors kept across calls (one per field, resized with the batch) and each is copied with
+    ``non_blocking=True``; before the next gather overwrites them, `begin` waits on the event recorded after the last
+    copies (they are normally long finished). Other devices: a plain ``.to(device)``.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.pinned = device.type == "cuda"
+        self._staging: dict[str, torch.Tensor] = {}
+        self._copied: torch.cuda.Event | None = None
+
+    def begin(self) -> None:
+        if self._copied is not None:
+            self._copied.synchronize()
+            self._copied = None
+
+    def host(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """The host array to gather field `name` into."""
+        if not self.pinned:
+            return np.empty(shape, dtype=dtype)
+        staging = self._staging.get(name)
+        if staging is None or tuple(staging.shape) != shape:
+            staging = torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype=dtype)).dtype, pin_memory=True)
+            self._staging[name] = staging
+        return staging.numpy()
+
+    def to_device(self, name: str, array: np.ndarray) -> torch.Tensor:
+        if self.pinned:
+            return self._staging[name].to(self.device, non_blocking=True)
+        tensor = torch.from_numpy(array)
+        return tensor if self.device.type == "cpu" else tensor.to(self.device)
+
+    def end(self) -> None:
+        if self.pinned:
+            self._copied = torch.cuda.Event()
+            self._copied.record()
+
+
+class AtariReplayBuffer:
+    """Replay memory for stacked Atari frames that stores one ``(84, 84) uint8`` frame per env step (DESIGN 5).
+
+    Storage: each of the N envs has its own ring of ``S = ceil(capacity / N)`` frame slots. A transition takes one
+    slot: the newest frame of its observation, with its action, reward, terminated and truncated flags and its offset
+    in the episode (capped at ``frame_stack - 1``). The stacks are rebuilt at sampling: observation of slot ``p`` =
+    frames ``p-3 .. p``, where positions before the episode's first slot repeat the first frame (what gymnasium's
+    ``FrameStackObservation(padding_type="reset")`` does at a reset); next observation = the stack of slot ``p + 1``.
+    When an episode ends (terminated or truncated), the newest frame of the real final observation goes into one extra
+    slot holding no transition, so next_obs of an episode's last transition is the real final observation. A full
+    buffer therefore holds ``capacity - (episode ends in it)`` transitions, about 99% of capacity when episodes
+    average 100 env steps (Atari life-loss episodes are longer). Frames from the previous episode are never mixed in.
+
+    If the first ``add`` of an env (a buffer created mid-episode) gets a stack that is not 4 copies of one frame, its
+    older frames go into up to ``frame_stack - 1`` extra slots, so that stack is reproduced too.
+
+    Valid transitions for sampling: the transition's slot, its stack and the slot after it are in the ring (the
+    newest transition of an unfinished episode waits for the next ``add``; the oldest transitions whose stack reaches
+    into overwritten slots are skipped). Sampling is uniform over them (rejection of the few invalid draws).
+
+    Args:
+        capacity: frame slots, all envs together (≈ transitions, see above); in env steps.
+        num_envs: N, the number of envs of the vector env feeding ``add``.
+        frame_shape: ``(H, W)`` of one frame.
+        frame_stack: frames per observation (4 in DQN).
+        device: where `sample` puts its tensors.
+        seed: seed of the buffer's sampling generator (``numpy.random.default_rng(seed)``).
+
+    Raises:
+        ValueError: ``capacity < num_envs * (frame_stack + 1)`` (an env's ring must hold one episode start and its
+            final frame), ``num_envs < 1``, ``frame_stack < 1``, a bad `frame_shape` or `device`.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        num_envs: int,
+        frame_shape: Sequence[int] = (84, 84),
+        frame_stack: int = 4,
+        device: str | torch.device = "cpu",
+        seed: int | None = None,
+    ):
+        num_envs = _check_int("num_envs", num_envs, 1)
+        frame_stack = _check_int("frame_stack", frame_stack, 1)
+        capacity = _check_int("capacity", capacity, 1)
+        if capacity < num_envs * (frame_stack + 1):
+            raise ValueError(
+                f"capacity must be >= num_envs * (frame_stack + 1) = {num_envs * (frame_stack + 1)} slots, "
+                f"got {capacity}"
+            )
+        frame_shape = tuple(frame_shape)
+        if len(frame_shape) != 2 or any(
+            isinstance(d, bool) or not isinstance(d, (int, np.integer)) for d in frame_shape
+        ):
+            raise ValueError(f"frame_shape must be (H, W) with positive integers, got {frame_shape!r}")
+        if min(frame_shape) < 1:
+            raise ValueError(f"frame_shape must be (H, W) with positive integers, got {frame_shape!r}")
+        self.capacity = capacity
+        self.num_envs = num_envs
+        self.frame_shape = tuple(int(d) for d in frame_shape)
+        self.frame_stack = frame_stack
+        self.device = _check_device(device)
+        self.slots_per_env = math.ceil(capacity / num_envs)
+
+        n, s = num_envs, self.slots_per_env
+        # np.empty: the OS commits the frames' pages only as they are written.
+        self.frames = np.empty((n, s, *self.frame_shape), dtype=np.uint8)
+        self.actions = np.zeros((n, s), dtype=np.int64)
+        self.rewards = np.zeros((n, s), dtype=np.float32)
+        self.terminated = np.zeros((n, s), dtype=bool)
+        self.truncated = np.zeros((n, s), dtype=bool)
+        self.is_transition = np.zeros((n, s), dtype=bool)
+        self.offset = np.zeros((n, s), dtype=np.uint8)
+        self.pos = np.zeros(n, dtype=np.int64)  # slots ever written per env; the next write goes to pos % S
+        self.episode_open = np.zeros(n, dtype=bool)  # the next add continues this env's episode
+        self.num_transitions = np.zeros(n, dtype=np.int64)  # transition slots in the ring, per env
+        self.rng = np.random.default_rng(seed)
+        self._frames_flat = self.frames.reshape(n * s, *self.frame_shape)
+        self._transfer = _HostToDevice(self.device)
+        # Lags of the stacked frames, oldest first.
+        self._lags = np.arange(frame_stack - 1, -1, -1, dtype=np.int64)
+
+    # Bytes per slot besides the frame: action int64, reward float32, terminated, truncated, is_transition, offset.
+    _SLOT_METADATA_BYTES = 8 + 4 + 1 + 1 + 1 + 1
+
+    @staticmethod
+    def memory_bytes(capacity: int, num_envs: int = 1, frame_shape: Sequence[int] = (84, 84)) -> int:
+        """Bytes the buffer allocates for `capacity` slots, computed without allocating.
+
+        ``num_envs * ceil(capacity / num_envs) * (H * W + 16)``: one uint8 frame and 16 bytes of per-slot data;
+        1M slots of 84x84 frames = 7.07e9 bytes (7.06e9 of frames). Per-env counters are left out (a few bytes).
+
+        Raises:
+            ValueError: `capacity` or `num_envs` < 1.
+        """
+        capacity = _check_int("capacity", capacity, 1)
+        num_envs = _check_int("num_envs", num_envs, 1)
+        slots = num_envs * math.ceil(capacity / num_envs)
+        return slots * (int(np.prod(frame_shape)) + AtariReplayBuffer._SLOT_METADATA_BYTES)
+
+    def __len__(self) -> int:
+        """The number of transitions `sample` can draw."""
+        s, k = self.slots_per_env, self.frame_stack
+        count = int(self.num_transitions.sum()) - int(self.episode_open.sum())
+        oldest = np.maximum(self.pos - s, 0)
+        # Only the first k - 1 retained slots of an env can have a stack reaching into overwritten slots.
+        for e in np.flatnonzero(self.pos > s):
+            for q in range(oldest[e], min(oldest[e] + k - 1, self.pos[e])):
+                slot = q % s
+                if self.is_transition[e, slot] and q - int(self.offset[e, slot]) < oldest[e]:
+                    count -= 1
+        return count
+
+    def _write(self, env: int, frame: np.ndarray, offset: int, transition: bool) -> int:
+        """Write one slot of env `env`; returns its ring index."""
+        slot = int(self.pos[env] % self.slots_per_env)
+        if self.pos[env] >= self.slots_per_env and self.is_transition[env, slot]:
+            self.num_transitions[env] -= 1
+        self.frames[env, slot] = frame
+        self.offset[env, slot] = offset
+        self.is_transition[env, slot] = transition
+        self.terminated[env, slot] = False
+        self.truncated[env, slot] = False
+        self.num_transitions[env] += transition
+        self.pos[env] += 1
+        return slot
+
+    def add(
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+    ) -> None:
+        """Store one vector step: N transitions, one per env.
+
+        Args:
+            obs: ``(N, 4, 84, 84) uint8``, the observations the actions were taken in.
+            next_obs: ``(N, 4, 84, 84) uint8``, the REAL next observations (final observation where an episode ended).
+            actions: ``(N,)`` integers.
+            rewards: ``(N,)`` floats (stored as float32).
+            terminated, truncated: ``(N,) bool``; an env whose episode ended (either flag) starts a new episode at its
+                next ``add``, whose `obs` must then be the new episode's first stack.
+
+        Raises:
+            ValueError: a wrong shape or dtype (the message names the argument), or `obs` of an env that does not
+                continue its previous `next_obs` (the previous step's ``next_obs`` was not this step's ``obs``).
+        """
+        n, k = self.num_envs, self.frame_stack
+        stack_shape = (n, k, *self.frame_shape)
+        obs = _check_array("obs", obs, stack_shape, "u", "uint8")
+        next_obs = _check_array("next_obs", next_obs, stack_shape, "u", "uint8")
+        if obs.dtype != np.uint8 or next_obs.dtype != np.uint8:
+            raise ValueError(f"obs and next_obs must have dtype uint8, got {obs.dtype} and {next_obs.dtype}")
+        actions = _check_array("actions", actions, (n,), "iu", "an integer type")
+        rewards = _check_array("rewards", rewards, (n,), "fiu", "a real type")
+        terminated = _check_array("terminated", terminated, (n,), "b", "bool")
+        truncated = _check_array("truncated", truncated, (n,), "b", "bool")
+        for e in range(n):
+            if self.episode_open[e] and k > 1:
+                last = (self.pos[e] - 1) % self.slots_per_env
+                if not np.array_equal(obs[e, -2], self.frames[e, last]):
+                    raise ValueError(
+                        f"obs[{e}] does not continue env {e}'s previous next_obs (its second-newest frame differs "
+                        "from the newest frame stored): pass the previous step's next_obs as obs"
+                    )
+
+        s = self.slots_per_env
+        for e in range(n):
+            if self.episode_open[e]:
+                offset = min(int(self.offset[e, (self.pos[e] - 1) % s]) + 1, k - 1)
+            else:
+                # A fresh episode's stack is k copies of its first frame; a stack caught mid-episode also holds
+                # older frames, which get slots of their own (leading repeats collapse into the padding rule).
+                first_new = 0
+                while first_new < k - 1 and np.array_equal(obs[e, first_new + 1], obs[e, 0]):
+                    first_new += 1
+                for offset, j in enumerate(range(first_new, k - 1)):
+                    self._write(e, obs[e, j], offset, transition=False)
+                offset = k - 1 - first_new
+            slot = self._write(e, obs[e, -1], offset, transition=True)
+            self.actions[e, slot] = actions[e]
+            self.rewards[e, slot] = rewards[e]
+            self.terminated[e, slot] = terminated[e]
+            self.truncated[e, slot] = truncated[e]
+            ended = bool(terminated[e] or truncated[e])
+            if ended:
+                self._write(e, next_obs[e, -1], min(offset + 1, k - 1), transition=False)
+            self.episode_open[e] = not ended
+
+    def _draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Env indices and absolute slot positions of `batch_size` valid transitions, uniformly."""
+        s = self.slots_per_env
+        filled = np.minimum(self.pos, s)
+        oldest = self.pos - filled
+        ends = np.cumsum(filled)
+        env = np.empty(batch_size, dtype=np.int64)
+        position = np.empty(batch_size, dtype=np.int64)
+        todo = np.arange(batch_size)
+        while todo.size:
+            u = self.rng.integers(0, ends[-1], size=todo.size)
+            e = np.searchsorted(ends, u, side="right")
+            p = oldest[e] + u - (ends[e] - filled[e])
+            slot = p % s
+            valid = self.is_transition[e, slot] & (p <= self.pos[e] - 2) & (p - self.offset[e, slot] >= oldest[e])
+            env[todo[valid]] = e[valid]
+            position[todo[valid]] = p[valid]
+            todo = todo[~valid]
+        return env, position
+
+    def _stack_index(self, env: np.ndarray, position: np.ndarray) -> np.ndarray:
+        """``(B, frame_stack)`` flat indices into the frames of the stack ending at each position."""
+        s = self.slots_per_env
+        offset = self.offset[env, position % s].astype(np.int64)
+        positions = position[:, None] - np.minimum(self._lags[None, :], offset[:, None])
+        return env[:, None] * s + positions % s
+
+    def sample(self, batch_size: int) -> ReplayBatch:
+        """Draw `batch_size` transitions uniformly (with replacement) from the valid stored ones.
+
+        Returns:
+            `ReplayBatch` on the buffer's device: observations and next_observations ``(B, 4, 84, 84) uint8``, actions
+            ``(B,) int64``, rewards ``(B,) float32``, dones ``(B,) float32`` (terminated, not truncated).
+
+        Raises:
+            ValueError: `batch_size` < 1 or larger than ``len(self)``.
+        """
+        stored = len(self)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if batch_size > stored:
+            raise ValueError(f"batch_size {batch_size} exceeds the {stored} transitions the buffer can sample")
+        batch_size = int(batch_size)
+        env, position = self._draw(batch_size)
+        slot = position % self.slots_per_env
+        stack_shape = (batch_size, self.frame_stack, *self.frame_shape)
+
+        t = self._transfer
+        t.begin()
+        fields = {
+            "observations": (self._frames_flat, self._stack_index(env, position), stack_shape),
+            "next_observations": (self._frames_flat, self._stack_index(env, position + 1), stack_shape),
+            "actions": (self.actions.reshape(-1), env * self.slots_per_env + slot, (batch_size,)),
+            "rewards": (self.rewards.reshape(-1), env * self.slots_per_env + slot, (batch_size,)),
+        }
+        out = {}
+        for name, (source, index, shape) in fields.items():
+            host = t.host(name, shape, source.dtype)
+            np.take(source, index, axis=0, out=host, mode="clip")
+            out[name] = t.to_device(name, host)
+        dones = t.host("dones", (batch_size,), np.dtype(np.float32))
+        dones[:] = self.terminated[env, slot]
+        out["dones"] = t.to_device("dones", dones)
+        t.end()
+        return ReplayBatch(**out)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The buffer's contents and state for an (opt-in) checkpoint: only the filled slots, as CPU tensors.
+
+        Loads with ``torch.load(..., weights_only=True)``: tensors, ints, tuples and the generator's state dict.
+        """
+        filled = int(min(self.pos.max(), self.slots_per_env))
+        return {
+            "capacity": self.capacity,
+            "num_envs": self.num_envs,
+            "frame_shape": self.frame_shape,
+            "frame_stack": self.frame_stack,
+            "frames": torch.from_numpy(self.frames[:, :filled].copy()),
+            "actions": torch.from_numpy(self.actions[:, :filled].copy()),
+            "rewards": torch.from_numpy(self.rewards[:, :filled].copy()),
+            "terminated": torch.from_numpy(self.terminated[:, :filled].copy()),
+            "truncated": torch.from_numpy(self.truncated[:, :filled].copy()),
+            "is_transition": torch.from_numpy(self.is_transition[:, :filled].copy()),
+            "offset": torch.from_numpy(self.offset[:, :filled].copy()),
+            "pos": torch.from_numpy(self.pos.copy()),
+            "episode_open": torch.from_numpy(self.episode_open.copy()),
+            "num_transitions": torch.from_numpy(self.num_transitions.copy()),
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned (the buffer must have been built with the same configuration).
+
+        Raises:
+            ValueError: capacity, num_envs, frame_shape or frame_stack differ from this buffer's.
+        """
+        for key in ("capacity", "num_envs", "frame_shape", "frame_stack"):
+            if tuple(np.atleast_1d(state[key])) != tuple(np.atleast_1d(getattr(self, key))):
+                raise ValueError(f"state_dict has {key}={state[key]!r}, this buffer {getattr(self, key)!r}")
+        filled = state["frames"].shape[1]
+        for key in ("frames", "actions", "rewards", "terminated", "truncated", "is_transition", "offset"):
+            getattr(self, key)[:, :filled] = np.asarray(state[key])
+        self.pos[:] = np.asarray(state["pos"])
+        self.episode_open[:] = np.asarray(state["episode_open"])
+        self.num_transitions[:] = np.asarray(state["num_transitions"])
+        self.rng.bit_generator.state = state["rng"]
+
+
+class ReplayBuffer:
+    """Replay memory for vector observations and continuous actions (the SAC agent), one ring over all envs.
+
+    Stores raw observations (normalisation such as RSNorm is the agent's, at sampling time, DESIGN 6) and the real
+    next observation of every transition explicitly (vectors are small), so truncation needs no special slot.
+
+    Args:
+        capacity: transitions (env steps), all envs together.
+        obs_shape: shape of one observation, e.g. ``(obs_dim,)``.
+        action_shape: shape of one action, e.g. ``(act_dim,)``.
+        device: where `sample` puts its tensors.
+        seed: seed of the sampling generator.
+
+    Raises:
+        ValueError: capacity < 1, an empty or non-positive shape, a bad device.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape: Sequence[int],
+        action_shape: Sequence[int],
+        device: str | torch.device = "cpu",
+        seed: int | None = None,
+    ):
+        self.capacity = _check_int("capacity", capacity, 1)
+        self.obs_shape = self._check_shape("obs_shape", obs_shape)
+        self.action_shape = self._check_shape("action_shape", action_shape)
+        self.device = _check_device(device)
+        c = self.capacity
+        self.observations = np.zeros((c, *self.obs_shape), dtype=np.float32)
+        self.next_observations = np.zeros((c, *self.obs_shape), dtype=np.float32)
+        self.actions = np.zeros((c, *self.action_shape), dtype=np.float32)
+        self.rewards = np.zeros(c, dtype=np.float32)
+        self.terminated = np.zeros(c, dtype=bool)
+        self.truncated = np.zeros(c, dtype=bool)
+        self.pos = 0  # transitions ever added; the next goes to pos % capacity
+        self.rng = np.random.default_rng(seed)
+        self._transfer = _HostToDevice(self.device)
+
+    @staticmethod
+    def _check_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
+        try:
+            out = tuple(int(d) for d in shape)
+        except TypeError as e:
+            raise ValueError(f"{name} must be a tuple of positive integers, got {shape!r}") from e
+        if not out or min(out) < 1:
+            raise ValueError(f"{name} must be a non-empty tuple of positive integers, got {shape!r}")
+        return out
+
+    @staticmethod
+    def memory_bytes(capacity: int, obs_shape: Sequence[int], action_shape: Sequence[int]) -> int:
+        """Bytes the buffer allocates: ``capacity * (8 * obs_dim + 4 * act_dim + 6)`` (obs and next_obs float32,
+        actions float32, reward float32, two flags).
+
+        Raises:
+            ValueError: `capacity` < 1.
+        """
+        capacity = _check_int("capacity", capacity, 1)
+        return capacity * (8 * int(np.prod(obs_shape)) + 4 * int(np.prod(action_shape)) + 4 + 2)
+
+    def __len__(self) -> int:
+        """The number of stored transitions (all can be sampled)."""
+        return min(self.pos, self.capacity)
+
+    def add(
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+    ) -> None:
+        """Store N transitions, one per env.
+
+        Args:
+            obs, next_obs: ``(N, *obs_shape)`` floats (stored as float32); next_obs is the REAL next observation.
+            actions: ``(N, *action_shape)`` floats (stored as float32).
+            rewards: ``(N,)`` reals.
+            terminated, truncated: ``(N,) bool``.
+
+        Raises:
+            ValueError: a wrong shape or dtype (the message names the argument), or N > capacity.
+        """
+        obs = np.asarray(obs)
+        if obs.ndim != len(self.obs_shape) + 1:
+            raise ValueError(f"obs must have shape (N, *{self.obs_shape}), got shape {obs.shape}")
+        n = obs.shape[0]
+        if n > self.capacity:
+            raise ValueError(f"cannot add {n} transitions at once to a buffer of capacity {self.capacity}")
+        obs = _check_array("obs", obs, (n, *self.obs_shape), "f", "a floating type")
+        next_obs = _check_array("next_obs", next_obs, (n, *self.obs_shape), "f", "a floating type")
+        actions = _check_array("actions", actions, (n, *self.action_shape), "f", "a floating type")
+        rewards = _check_array("rewards", rewards, (n,), "fiu", "a real type")
+        terminated = _check_array("terminated", terminated, (n,), "b", "bool")
+        truncated = _check_array("truncated", truncated, (n,), "b", "bool")
+        index = (self.pos + np.arange(n)) % self.capacity
+        self.observations[index] = obs
+        self.next_observations[index] = next_obs
+        self.actions[index] = actions
+        self.rewards[index] = rewards
+        self.terminated[index] = terminated
+        self.truncated[index] = truncated
+        self.pos += n
+
+    def sample(self, batch_size: int) -> ReplayBatch:
+        """Draw `batch_size` transitions uniformly (with replacement).
+
+        Returns:
+            `ReplayBatch` on the buffer's device: observations and next_observations ``(B, *obs_shape) float32``,
+            actions ``(B, *action_shape) float32``, rewards ``(B,) float32``, dones ``(B,) float32`` (terminated).
+
+        Raises:
+            ValueError: `batch_size` < 1 or larger than ``len(self)``.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if batch_size > len(self):
+            raise ValueError(f"batch_size {batch_size} exceeds the {len(self)} transitions stored")
+        batch_size = int(batch_size)
+        index = self.rng.integers(0, len(self), size=batch_size)
+        t = self._transfer
+        t.begin()
+        out = {}
+        for name, source in (
+            ("observations", self.observations),
+            ("actions", self.actions),
+            ("rewards", self.rewards),
+            ("next_observations", self.next_observations),
+        ):
+            host = t.host(name, (batch_size, *source.shape[1:]), source.dtype)
+            np.take(source, index, axis=0, out=host, mode="clip")
+            out[name] = t.to_device(name, host)
+        dones = t.host("dones", (batch_size,), np.dtype(np.float32))
+        dones[:] = self.terminated[index]
+        out["dones"] = t.to_device("dones", dones)
+        t.end()
+        return ReplayBatch(**out)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Contents (filled part only, as CPU tensors), pointer and generator state; loads with weights_only=True."""
+        filled = len(self)
+        return {
+            "capacity": self.capacity,
+            "obs_shape": self.obs_shape,
+            "action_shape": self.action_shape,
+            "observations": torch.from_numpy(self.observations[:filled].copy()),
+            "next_observations": torch.from_numpy(self.next_observations[:filled].copy()),
+            "actions": torch.from_numpy(self.actions[:filled].copy()),
+            "rewards": torch.from_numpy(self.rewards[:filled].copy()),
+            "terminated": torch.from_numpy(self.terminated[:filled].copy()),
+            "truncated": torch.from_numpy(self.truncated[:filled].copy()),
+            "pos": self.pos,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned.
+
+        Raises:
+            ValueError: capacity, obs_shape or action_shape differ from this buffer's.
+        """
+        for key in ("capacity", "obs_shape", "action_shape"):
+            if tuple(np.atleast_1d(state[key])) != tuple(np.atleast_1d(getattr(self, key))):
+                raise ValueError(f"state_dict has {key}={state[key]!r}, this buffer {getattr(self, key)!r}")
+        filled = state["observations"].shape[0]
+        for key in ("observations", "next_observations", "actions", "rewards", "terminated", "truncated"):
+            getattr(self, key)[:filled] = np.asarray(state[key])
+        self.pos = int(state["pos"])
+        self.rng.bit_generator.state = state["rng"]
