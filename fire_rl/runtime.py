@@ -44,6 +44,18 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def memory_report(what: str, needed_bytes: int) -> str:
+    """One line saying how much memory `what` needs and how much is free, with a warning when it does not fit."""
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return f"{what} needs {needed_bytes / 1e9:.2f} GB"
+    line = f"{what} needs {needed_bytes / 1e9:.2f} GB, {free / 1e9:.1f} GB free"
+    if needed_bytes > 0.9 * free:
+        line = f"WARNING: {line}: the run may be killed for lack of memory; lower --buffer-size"
+    return line
+
+
 def default_run_dir(env_id: str, exp_name: str, seed: int, root: str = "runs") -> Path:
     """CleanRL's ``runs/{env}__{exp}__{seed}__{time}``, with ``/`` in env ids replaced so it is one folder."""
     safe_env = env_id.replace("/", "_")

@@ -1,0 +1,455 @@
+# DQN on Atari with weight resets at any replay ratio. Docs: README.md, section "DQN on Atari (agents/dqn_atari.py)".
+# CleanRL-style single file: Args, the update, then the loop, read top to bottom.
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from fire_rl.buffers import AtariReplayBuffer
+from fire_rl.checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from fire_rl.envs.atari import episode_stats, make_atari_env, real_next_obs
+from fire_rl.metrics import plasticity_metrics
+from fire_rl.networks import QNetwork
+from fire_rl.runtime import (
+    GracefulStop,
+    ReplayRatio,
+    default_run_dir,
+    memory_report,
+    resolve_device,
+    seed_everything,
+    write_json_atomic,
+)
+from fire_rl.scheduler import ResetConfig, ResetScheduler
+
+AGENT = "dqn_atari"
+
+# The two hyper-parameter sets of DESIGN 5. A field left at None in Args takes its preset's value.
+PRESETS = {
+    "cleanrl": dict(
+        total_timesteps=10_000_000,
+        learning_rate=1e-4,
+        adam_eps=1e-8,
+        num_envs=1,
+        replay_ratio=0.25,
+        target_network_frequency=1_000,
+        learning_starts=80_000,
+        loss="mse",
+        init="pytorch",
+        eval_every=0,
+    ),
+    "fire-paper": dict(
+        total_timesteps=2_500_000,
+        learning_rate=6.25e-5,
+        adam_eps=1.5e-4,
+        num_envs=4,
+        replay_ratio=1.0,
+        target_network_frequency=2_000,
+        learning_starts=20_000,
+        loss="huber",
+        init="xavier",
+        eval_every=250_000,
+    ),
+}
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    device: str = "auto"
+    """auto (CUDA if available), cpu, cuda or cuda:N"""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "fire_rl"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """whether to capture videos of the agent performances (check out `videos` folder)"""
+    save_model: bool = False
+    """whether to save the final Q-network to `run_dir/dqn_atari.cleanrl_model`"""
+    run_dir: str | None = None
+    """the run directory (default: runs/{env}__{exp_name}__{seed}__{time})"""
+    resume: str | None = None
+    """continue the run in this run directory (or from this checkpoint file)"""
+
+    # Algorithm specific arguments
+    env_id: str = "ALE/Breakout-v5"
+    """the id of the environment (any ALE v5 or NoFrameskip-v4 id)"""
+    preset: Literal["cleanrl", "fire-paper"] = "cleanrl"
+    """hyper-parameter set (DESIGN 5): CleanRL's dqn_atari.py, or the official FIRE DQN"""
+    total_timesteps: int | None = None
+    """total env steps of the experiment (preset: 10M cleanrl, 2.5M fire-paper)"""
+    learning_rate: float | None = None
+    """the learning rate of the optimizer (preset: 1e-4, 6.25e-5)"""
+    adam_eps: float | None = None
+    """Adam's epsilon (preset: 1e-8, 1.5e-4)"""
+    num_envs: int | None = None
+    """the number of parallel game environments (preset: 1, 4)"""
+    replay_ratio: float | None = None
+    """gradient updates per env step (preset: 0.25, 1.0); fractional ratios accumulate"""
+    buffer_size: int = 1_000_000
+    """the replay memory buffer size (env steps)"""
+    save_buffer: bool = False
+    """whether checkpoints include the replay buffer (exact resume; about 7 GB for 1M)"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    tau: float = 1.0
+    """the target network update rate"""
+    target_network_frequency: int | None = None
+    """env steps between target network updates (preset: 1000, 2000)"""
+    batch_size: int = 32
+    """the batch size of sample from the reply memory"""
+    start_e: float = 1.0
+    """the starting epsilon for exploration"""
+    end_e: float = 0.01
+    """the ending epsilon for exploration"""
+    exploration_fraction: float = 0.10
+    """the fraction of `total-timesteps` it takes from start-e to go end-e"""
+    learning_starts: int | None = None
+    """env step to start learning (preset: 80k, 20k)"""
+    loss: Literal["mse", "huber"] | None = None
+    """TD loss (preset: mse cleanrl, huber fire-paper)"""
+    double_dqn: bool = False
+    """use the online network to pick the next action (Double DQN)"""
+    init: Literal["pytorch", "xavier"] | None = None
+    """weight init (preset: pytorch defaults, Xavier-uniform with zero biases)"""
+
+    # Resets (fire_rl.scheduler.ResetConfig)
+    reset: Literal["none", "fire", "sp", "full", "pi"] = "none"
+    """reset method: none, fire (FIRE), sp (Shrink & Perturb), full (full reset), pi (plasticity injection)"""
+    reset_recipe: Literal["paper-dqn", "custom"] = "paper-dqn"
+    """paper-dqn: the official FIRE DQN recipe (convs get the method, linears return to theta_0); custom: the method on
+    the layers chosen by --reset-kinds/--reset-roles/--reset-names"""
+    reset_at: tuple[int, ...] = ()
+    """env steps at which to reset (default when a method is set and no schedule is given: the run's midpoint)"""
+    reset_every: int = 0
+    """reset every this many env steps (0: off)"""
+    reset_start: int = 0
+    """no reset before this env step"""
+    reset_stop: int | None = None
+    """no reset after this env step"""
+    reset_kinds: tuple[str, ...] = ()
+    """custom recipe: layer kinds (linear, conv)"""
+    reset_roles: tuple[str, ...] = ()
+    """custom recipe: layer roles (encoder, head)"""
+    reset_names: tuple[str, ...] = ()
+    """custom recipe: fnmatch patterns of layer names"""
+    reset_target: Literal["copy", "same", "keep"] | None = None
+    """target network after a reset (default: copy the online result)"""
+    reset_optimizer: Literal["keep", "reset-changed", "rebuild"] | None = None
+    """Adam state after a reset (default: keep, as the official code)"""
+    polar_method: Literal["newton_schulz", "polar_express", "svd"] = "newton_schulz"
+    """FIRE's polar factor: cubic Newton-Schulz (the paper), Polar Express (with --ns-tol), or an exact SVD"""
+    ns_steps: int = 10
+    """Newton-Schulz iterations"""
+    ns_tol: float | None = None
+    """iterate Newton-Schulz until max|sigma-1| <= ns_tol instead"""
+    sp_alpha: float = 0.2
+    """Shrink & Perturb: theta <- alpha*theta + (1-alpha)*theta_0"""
+    reset_toward: Literal["init", "random"] = "init"
+    """S&P / full reset / injection toward theta_0 or a fresh draw"""
+
+    # Evaluation, metrics, checkpoints
+    eval_every: int | None = None
+    """env steps between evaluations (0: off; preset: off cleanrl, 250k fire-paper)"""
+    eval_episodes: int = 10
+    """episodes per evaluation"""
+    eval_epsilon: float = 0.001
+    """epsilon of the evaluation policy"""
+    metrics_every: int = 10_000
+    """env steps between plasticity metrics (0: off)"""
+    checkpoint_every: int = 100_000
+    """env steps between checkpoints (0: only at the end and on interrupt)"""
+
+
+def resolve_args(args: Args) -> Args:
+    """Fill preset values and check every value before any work. Raises ValueError naming the bad value."""
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    positive = ["total_timesteps", "learning_rate", "num_envs", "replay_ratio", "buffer_size", "batch_size",
+                "target_network_frequency", "eval_episodes"]  # fmt: skip
+    for name in positive:
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)}: must be > 0")
+    for name in ["learning_starts", "eval_every", "metrics_every", "checkpoint_every", "threads"]:
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)}: must be >= 0")
+    if args.buffer_size < args.batch_size:
+        raise ValueError(f"--buffer-size={args.buffer_size} is smaller than --batch-size={args.batch_size}")
+    if not 0.0 <= args.gamma <= 1.0 or not 0.0 < args.tau <= 1.0:
+        raise ValueError(f"--gamma={args.gamma} must be in [0, 1] and --tau={args.tau} in (0, 1]")
+    if args.reset != "none" and not args.reset_at and args.reset_every == 0:
+        args.reset_at = (args.total_timesteps // 2,)
+    return args
+
+
+def reset_config(args: Args) -> ResetConfig:
+    return ResetConfig(
+        method=args.reset,
+        recipe=args.reset_recipe,
+        at=args.reset_at,
+        every=args.reset_every,
+        start=args.reset_start,
+        stop=args.reset_stop,
+        kinds=args.reset_kinds,
+        roles=args.reset_roles,
+        names=args.reset_names,
+        target=args.reset_target,
+        optimizer=args.reset_optimizer,
+        polar_method=args.polar_method,
+        ns_steps=args.ns_steps,
+        ns_tol=args.ns_tol,
+        sp_alpha=args.sp_alpha,
+        toward=args.reset_toward,
+    )
+
+
+def crossed(global_step: int, step_size: int, every: int) -> bool:
+    """Did the last vector step (`step_size` env steps) cross a multiple of `every` env steps? (every=0: never)"""
+    return every > 0 and global_step // every > (global_step - step_size) // every
+
+
+def linear_schedule(start_e: float, end_e: float, duration: int, t: int) -> float:
+    slope = (end_e - start_e) / duration
+    return max(slope * t + start_e, end_e)
+
+
+def update(q_network, target_network, optimizer, data, gamma: float, loss_kind: str, double_dqn: bool) -> dict:
+    """One gradient update on a batch; returns detached tensors (no host sync here)."""
+    with torch.no_grad():
+        if double_dqn:
+            next_actions = q_network(data.next_observations).argmax(dim=1, keepdim=True)
+            target_max = target_network(data.next_observations).gather(1, next_actions).squeeze(1)
+        else:
+            target_max = target_network(data.next_observations).max(dim=1).values
+        td_target = data.rewards + gamma * target_max * (1.0 - data.dones)
+    old_val = q_network(data.observations).gather(1, data.actions.unsqueeze(1)).squeeze(1)
+    loss = F.mse_loss(td_target, old_val) if loss_kind == "mse" else F.smooth_l1_loss(old_val, td_target)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"td_loss": loss.detach(), "q_values": old_val.mean().detach()}
+
+
+@torch.inference_mode()
+def evaluate(q_network, args: Args, device: torch.device, seed: int) -> list[float]:
+    """The scores of `eval_episodes` games (unclipped, all lives) played with epsilon-greedy actions."""
+    envs = make_atari_env(args.env_id, 1, seed, preset=args.preset, eval=True)
+    rng = np.random.default_rng(seed)
+    returns: list[float] = []
+    obs, _ = envs.reset(seed=seed)
+    while len(returns) < args.eval_episodes:
+        if rng.random() < args.eval_epsilon:
+            actions = np.array([envs.single_action_space.sample()])
+        else:
+            actions = q_network(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+        obs, _, _, _, infos = envs.step(actions)
+        returns.extend(game_return for _, game_return, _ in episode_stats(infos))
+    envs.close()
+    return returns
+
+
+def configure(args: Args):
+    """Check every flag, the env id and the resume path before any work; raises ValueError or CheckpointError."""
+    args = resolve_args(args)
+    device = resolve_device(args.device)
+    reset_cfg = reset_config(args)
+    reset_cfg.validate(args.total_timesteps)
+    checkpoint = None
+    if args.resume is not None:
+        checkpoint = load_checkpoint(args.resume, agent=AGENT, env_id=args.env_id)
+        run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
+    else:
+        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.env_id, args.exp_name, args.seed)
+    envs = make_atari_env(args.env_id, args.num_envs, args.seed, preset=args.preset,
+                          capture_video=args.capture_video, run_dir=run_dir)  # fmt: skip
+    return args, device, reset_cfg, checkpoint, run_dir, envs
+
+
+def train(args: Args, device, reset_cfg: ResetConfig, checkpoint: dict | None, run_dir: Path, envs) -> int:
+    n_actions = int(envs.single_action_space.n)
+    mem = AtariReplayBuffer.memory_bytes(args.buffer_size, args.num_envs)
+    print(memory_report(f"replay buffer of {args.buffer_size:,} env steps", mem), flush=True)
+
+    # ---- run directory, logging, seeding ------------------------------------------------------------------------
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run_dir.name, save_code=True)  # fmt: skip
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "config.json", asdict(args))
+    start_step = checkpoint["global_step"] if checkpoint else 0
+    # purge_step hides events a killed run wrote after its last checkpoint, so resumed curves have no duplicates.
+    writer = SummaryWriter(str(run_dir), purge_step=start_step if checkpoint else None)
+    if not checkpoint:
+        table = "\n".join(f"|{f.name}|{getattr(args, f.name)}|" for f in fields(args))
+        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+    seed_everything(args.seed, args.torch_deterministic)
+
+    # ---- networks, optimizer, buffer, reset scheduler -----------------------------------------------------------
+    q_network = QNetwork(n_actions, init=args.init).to(device)
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=args.adam_eps)
+    target_network = QNetwork(n_actions, init=args.init).to(device)
+    target_network.load_state_dict(q_network.state_dict())
+    rb = AtariReplayBuffer(args.buffer_size, args.num_envs, device=device, seed=args.seed)
+    scheduler = ResetScheduler(reset_cfg, log_fn=writer.add_scalar, run_dir=run_dir, total_steps=args.total_timesteps)
+
+    def probe():  # a batch for the metrics logged around a reset; None before any data
+        return (rb.sample(min(256, len(rb))).observations,) if len(rb) else None
+
+    scheduler.add_network("q", q_network, target=target_network, optimizer=optimizer, probe=probe)
+    replay = ReplayRatio(args.replay_ratio)
+    rng = np.random.default_rng(args.seed)  # exploration
+    global_step, update_step = 0, 0
+    if checkpoint:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        q_network.load_state_dict(checkpoint["q_network"])
+        target_network.load_state_dict(checkpoint["target_network"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        replay.load_state_dict(checkpoint["replay_ratio"])
+        if "buffer" in checkpoint:
+            rb.load_state_dict(checkpoint["buffer"])
+        set_rng_state(checkpoint["rng"])
+        rng.bit_generator.state = checkpoint["exploration_rng"]
+        global_step, update_step = checkpoint["global_step"], checkpoint["update_step"]
+        print(f"resumed {run_dir} at env step {global_step:,} (update {update_step:,})", flush=True)
+
+    def save(tag: str) -> None:
+        payload = {
+            "args": asdict(args), "global_step": global_step, "update_step": update_step,
+            "q_network": q_network.state_dict(), "target_network": target_network.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "replay_ratio": replay.state_dict(), "rng": get_rng_state(), "exploration_rng": rng.bit_generator.state,
+        }  # fmt: skip
+        if args.save_buffer:
+            payload["buffer"] = rb.state_dict()
+        save_checkpoint(run_dir / "checkpoint.pt", payload, agent=AGENT, env_id=args.env_id)
+        writer.flush()
+        tqdm.write(f"checkpoint ({tag}) at env step {global_step:,}")
+
+    # ---- the loop -----------------------------------------------------------------------------------------------
+    # A resumed run starts new episodes: the env state is not checkpointed (the buffer is, with --save-buffer).
+    obs, _ = envs.reset(seed=args.seed + global_step)
+    start_time, sps_step = time.time(), global_step
+    last_return, stats = float("nan"), None
+    progress = tqdm(
+        total=args.total_timesteps,
+        initial=global_step,
+        unit="step",
+        dynamic_ncols=True,
+        smoothing=0.05,
+        mininterval=1.0,
+    )
+    with GracefulStop() as stop:
+        while global_step < args.total_timesteps:
+            epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps,
+                                      global_step)  # fmt: skip
+            if rng.random() < epsilon:
+                actions = rng.integers(n_actions, size=args.num_envs)
+            else:
+                with torch.inference_mode():
+                    q_values = q_network(torch.as_tensor(obs, device=device))
+                actions = q_values.argmax(dim=1).cpu().numpy()
+            next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+            global_step += args.num_envs
+            progress.update(args.num_envs)
+
+            for _, game_return, game_length in episode_stats(infos):
+                last_return = game_return
+                writer.add_scalar("charts/episodic_return", game_return, global_step)
+                writer.add_scalar("charts/episodic_length", game_length, global_step)
+
+            # Same-step autoreset: rows of ended games hold the next game's first frame; store the real last one.
+            rb.add(obs, real_next_obs(next_obs, infos, terminations, truncations), actions, rewards, terminations,
+                   truncations)  # fmt: skip
+            obs = next_obs
+
+            if global_step > args.learning_starts:
+                for _ in range(replay.updates(args.num_envs)):
+                    stats = update(q_network, target_network, optimizer, rb.sample(args.batch_size), args.gamma,
+                                   args.loss, args.double_dqn)  # fmt: skip
+                    update_step += 1
+                    if update_step % 100 == 0:
+                        td_loss, q_mean = (
+                            float(v) for v in torch.stack([stats["td_loss"], stats["q_values"]]).tolist()
+                        )
+                        if not (np.isfinite(td_loss) and np.isfinite(q_mean)):
+                            raise FloatingPointError(
+                                f"losses/td_loss={td_loss} losses/q_values={q_mean} at env step {global_step}, "
+                                f"update {update_step}; the last good checkpoint is {run_dir / 'checkpoint.pt'}"
+                            )
+                        sps = int((global_step - sps_step) / (time.time() - start_time))
+                        writer.add_scalar("losses/td_loss", td_loss, global_step)
+                        writer.add_scalar("losses/q_values", q_mean, global_step)
+                        writer.add_scalar("charts/SPS", sps, global_step)
+                        writer.add_scalar("charts/epsilon", epsilon, global_step)
+                        writer.add_scalar("charts/update_step", update_step, global_step)
+                        progress.set_postfix(sps=sps, ret=f"{last_return:.1f}", upd=update_step, refresh=False)
+                if crossed(global_step, args.num_envs, args.target_network_frequency):
+                    for target_param, param in zip(target_network.parameters(), q_network.parameters()):
+                        target_param.data.copy_(args.tau * param.data + (1.0 - args.tau) * target_param.data)
+
+            if (event := scheduler.step(global_step, update_step)) is not None:
+                tqdm.write(
+                    f"{args.reset} reset at env step {global_step:,} (update {update_step:,}): {event.seconds:.2f} s"
+                )
+
+            if crossed(global_step, args.num_envs, args.metrics_every) and len(rb) >= args.batch_size:
+                for key, value in plasticity_metrics(q_network, rb.sample(min(256, len(rb))).observations).items():
+                    writer.add_scalar(f"plasticity/{key}", value, global_step)
+            if crossed(global_step, args.num_envs, args.eval_every):
+                eval_returns = evaluate(q_network, args, device, seed=args.seed + 10_000 + global_step)
+                writer.add_scalar("eval/episodic_return", float(np.mean(eval_returns)), global_step)
+            if crossed(global_step, args.num_envs, args.checkpoint_every):
+                save("periodic")
+            if stop.requested:
+                save(f"{stop.requested}")
+                writer.close()
+                envs.close()
+                progress.close()
+                print(f"stopped by {stop.requested} at env step {global_step:,}; resume with --resume {run_dir}")
+                return 130
+
+    progress.close()
+    if args.eval_episodes and args.eval_every:
+        eval_returns = evaluate(q_network, args, device, seed=args.seed + 10_000 + global_step)
+        writer.add_scalar("eval/episodic_return", float(np.mean(eval_returns)), global_step)
+    save("final")
+    if args.save_model:
+        torch.save(q_network.state_dict(), run_dir / f"{args.exp_name}.cleanrl_model")
+    result = {"finished": True, "global_step": global_step, "update_step": update_step, "resets": len(scheduler.events)}
+    write_json_atomic(run_dir / "result.json", result)
+    envs.close()
+    writer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        setup = configure(tyro.cli(Args))
+    except (ValueError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(train(*setup))

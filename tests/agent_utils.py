@@ -1,0 +1,41 @@
+"""Helpers for the end-to-end tests: run an agent as a real subprocess and read what it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_agent(agent: str, *flags: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python agents/<agent>.py <flags>`` from the repository root with one torch thread."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "agents" / f"{agent}.py"), "--threads", "1", *flags]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        output = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{output}")
+    return proc
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag of a run directory: ``{tag: [(step, value), ...]}`` read with tensorboard's own reader."""
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def reset_events(run_dir: Path) -> list[dict]:
+    path = run_dir / "resets.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def checkpoint(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoint.pt", weights_only=False)["payload"]

@@ -1,0 +1,72 @@
+"""DQN on a real Atari game, end to end, as a user runs it: a subprocess, tensorboard event files, checkpoints."""
+
+import pytest
+import torch
+from agent_utils import checkpoint, reset_events, run_agent, scalars
+
+# A few hundred env steps that cross learning_starts, reach a reset, and do real gradient updates.
+SHORT = ["--env-id", "ALE/Breakout-v5", "--total-timesteps", "240", "--learning-starts", "160", "--buffer-size", "1000",
+         "--replay-ratio", "2", "--metrics-every", "200", "--checkpoint-every", "0"]  # fmt: skip
+
+
+def test_fire_reset_end_to_end(tmp_path):
+    run_dir = tmp_path / "fire"
+    run_agent("dqn_atari", *SHORT, "--reset", "fire", "--reset-at", "240", "--run-dir", str(run_dir),
+              "--eval-every", "240", "--eval-episodes", "1")  # fmt: skip
+    tags = scalars(run_dir)
+    for tag in ["losses/td_loss", "losses/q_values", "charts/SPS", "charts/epsilon", "reset/event",
+                "reset/q/encoder.0/dfi_after", "reset/q/sfe_total", "plasticity/srank", "plasticity/dormant",
+                "eval/episodic_return"]:  # fmt: skip
+        assert tag in tags, f"missing tag {tag}; have {sorted(tags)}"
+    assert [s for s, _ in tags["reset/event"]] == [240]
+    events = reset_events(run_dir)
+    assert len(events) == 1 and events[0]["global_step"] == 240 and events[0]["update_step"] == 160
+    assert events[0]["scalars"]["q/encoder.0/dfi_after"] < 1e-3 * events[0]["scalars"]["q/encoder.0/dfi_before"]
+    ckpt = checkpoint(run_dir)
+    assert ckpt["global_step"] == 240 and ckpt["update_step"] == 160, "replay ratio 2 from step 160 to 240"
+    for name, value in ckpt["q_network"].items():
+        assert torch.equal(value, ckpt["target_network"][name]), f"target {name} differs from online after the reset"
+    assert (run_dir / "result.json").exists() and (run_dir / "config.json").exists()
+
+
+@pytest.mark.parametrize("method", ["sp", "full", "pi"])
+def test_other_resets_end_to_end(tmp_path, method):
+    run_dir = tmp_path / method
+    run_agent("dqn_atari", *SHORT, "--reset", method, "--reset-at", "200", "--run-dir", str(run_dir))
+    events = reset_events(run_dir)
+    assert len(events) == 1 and events[0]["method"] == method and events[0]["global_step"] == 200
+    change = events[0]["scalars"]["q/output_change"]
+    if method == "pi":
+        assert change < 1e-4, f"plasticity injection changed the Q-values of the probe batch by {change}"
+        state = checkpoint(run_dir)["q_network"]
+        assert any(".new." in k or "new" in k.split(".") for k in state), sorted(state)
+    else:
+        assert change > 1e-3, f"a {method} reset left the Q-values unchanged ({change})"
+    assert "reset/event" in scalars(run_dir)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--replay-ratio", "0"], "--replay-ratio=0"),
+        (["--env-id", "ALE/NotAGame-v5"], "NotAGame"),
+        (["--buffer-size", "16"], "--buffer-size=16"),
+        (["--reset", "fire", "--reset-at", "1000000000", "--total-timesteps", "1000"], "1000000000"),
+        (["--reset", "sp", "--reset-at", "100", "--sp-alpha", "1.5"], "sp_alpha=1.5"),
+        (["--resume", "/nonexistent/run"], "/nonexistent/run"),
+    ],
+)
+def test_bad_input_fails_before_any_work(tmp_path, flags, message):
+    run_dir = tmp_path / "run"
+    proc = run_agent("dqn_atari", "--run-dir", str(run_dir), *flags, check=False, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not run_dir.exists(), "nothing may be written before the input is checked"
+
+
+def test_unknown_reset_method_is_refused_by_the_parser(tmp_path):
+    proc = run_agent("dqn_atari", "--reset", "bogus", check=False, timeout=120)
+    assert proc.returncode == 2 and "bogus" in proc.stderr and "Traceback" not in proc.stderr
+    for allowed in ["none", "fire", "sp", "full", "pi"]:
+        assert allowed in proc.stderr

@@ -1,0 +1,62 @@
+"""SAC + SimBa on real MuJoCo (Humanoid-v5), end to end: a subprocess, tensorboard event files, checkpoints."""
+
+import math
+
+import pytest
+import torch
+from agent_utils import checkpoint, reset_events, run_agent, scalars
+
+# Small widths and a few hundred env steps that cross learning_starts; the reset comes at the very end, so a run with
+# a reset and one without follow the same trajectory up to it.
+SHORT = ["--env-id", "Humanoid-v5", "--total-timesteps", "300", "--learning-starts", "150", "--batch-size", "32",
+         "--buffer-size", "1000", "--actor-hidden", "16", "--critic-hidden", "32", "--metrics-every", "200",
+         "--eval-every", "0", "--checkpoint-every", "0"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("sac") / "none"
+    run_agent("sac_simba", *SHORT, "--run-dir", str(run_dir))
+    return run_dir
+
+
+@pytest.mark.parametrize("method", ["fire", "sp", "full", "pi"])
+def test_paper_sac_resets_end_to_end(tmp_path, baseline, method):
+    run_dir = tmp_path / method
+    run_agent("sac_simba", *SHORT, "--reset", method, "--reset-at", "300", "--run-dir", str(run_dir))
+    tags = scalars(run_dir)
+    for tag in ["losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss", "losses/alpha", "losses/alpha_loss",
+                "charts/SPS", "charts/episodic_return", "reset/event", "plasticity/actor/srank"]:  # fmt: skip
+        assert tag in tags, f"missing tag {tag}; have {sorted(tags)}"
+    events = reset_events(run_dir)
+    assert len(events) == 1 and events[0]["method"] == method
+    ckpt, ref = checkpoint(run_dir), checkpoint(baseline)
+    assert ckpt["global_step"] == ref["global_step"] and ckpt["update_step"] == ref["update_step"]
+    for name in ["mean", "var", "count"]:
+        assert torch.equal(ckpt["rsnorm"][name], ref["rsnorm"][name]), "RSNorm statistics are kept by a reset"
+    assert all(not opt["state"] for opt in ckpt["optimizers"]), "paper-sac: fresh optimizers (and temperature)"
+    assert math.isclose(float(ckpt["log_alpha"]), math.log(0.01), rel_tol=1e-6), "temperature back to its init"
+    for q in ["qf1", "qf2"]:
+        for key, value in ckpt[q].items():
+            assert torch.equal(value, ckpt[f"{q}_target"][key]), f"{q}_target.{key} != {q}.{key} after the reset"
+    changes = {k: v for k, v in events[0]["scalars"].items() if k.endswith("output_change")}
+    assert set(changes) == {"actor/output_change", "qf1/output_change", "qf2/output_change"}
+    if method == "pi":
+        assert max(changes.values()) < 1e-4, f"plasticity injection changed actions/Q-values: {changes}"
+    else:
+        assert min(changes.values()) > 1e-3, f"a {method} reset left outputs unchanged: {changes}"
+
+
+def test_bad_input(tmp_path):
+    for flags, message in [
+        (["--env-id", "CartPole-v1"], "CartPole-v1"),
+        (["--env-id", "NoSuchEnv-v9"], "NoSuchEnv-v9"),
+        (["--env-id", "h1-walk-v0"], "git"),
+        (["--replay-ratio", "-1"], "--replay-ratio=-1"),
+        (["--critic-hidden", "0"], "--critic-hidden=0"),
+    ]:
+        run_dir = tmp_path / "run"
+        proc = run_agent("sac_simba", "--run-dir", str(run_dir), *flags, check=False, timeout=120)
+        assert proc.returncode == 2 and message in proc.stderr, (flags, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        assert not run_dir.exists()
