@@ -21,6 +21,7 @@ from fire_rl.checkpoint import CheckpointError, get_rng_state, load_checkpoint, 
 from fire_rl.envs.atari import episode_stats, make_atari_env, real_next_obs
 from fire_rl.metrics import plasticity_metrics
 from fire_rl.networks import QNetwork
+from fire_rl.regularizers import Regularizer
 from fire_rl.runtime import (
     GracefulStop,
     ReplayRatio,
@@ -133,8 +134,9 @@ class Args:
     """weight init (preset: pytorch defaults, Xavier-uniform with zero biases)"""
 
     # Resets (fire_rl.scheduler.ResetConfig)
-    reset: Literal["none", "fire", "sp", "full", "pi"] = "none"
-    """reset method: none, fire (FIRE), sp (Shrink & Perturb), full (full reset), pi (plasticity injection)"""
+    reset: Literal["none", "fire", "sp", "full", "pi", "redo"] = "none"
+    """reset method: none, fire (FIRE), sp (Shrink & Perturb), full (full reset), pi (plasticity injection), redo
+    (ReDo: recycle dormant neurons; give --reset-every)"""
     reset_recipe: Literal["paper-dqn", "custom"] = "paper-dqn"
     """paper-dqn: the official FIRE DQN recipe (convs get the method, linears return to theta_0); custom: the method on
     the layers chosen by --reset-kinds/--reset-roles/--reset-names"""
@@ -166,6 +168,22 @@ class Args:
     """Shrink & Perturb: theta <- alpha*theta + (1-alpha)*theta_0"""
     reset_toward: Literal["init", "random"] = "init"
     """S&P / full reset / injection toward theta_0 or a fresh draw"""
+    redo_tau: float = 0.1
+    """ReDo's dormancy threshold tau"""
+
+    # Per-step plasticity methods (fire_rl.regularizers.Regularizer); combine with any reset but pi
+    regularizer: Literal["none", "swr", "l2init", "parseval"] = "none"
+    """per-step method: swr (Soft Weight Rescaling after every optimizer step), l2init or parseval (loss terms)"""
+    swr_lambda: float = 1e-3
+    """SWR: each layer's norm moves this share of the way back to its initial norm per update"""
+    swr_reinit: bool = False
+    """SWR + re-init: the stored initial norms become the current ones at every reset event"""
+    l2init_lambda: float = 1e-2
+    """L2-init: loss + l2init_lambda * ||theta - theta_0||^2"""
+    parseval_lambda: float = 1e-3
+    """Parseval: loss + parseval_lambda * sum_l ||W_l W_l^T - s I||_F^2 over hidden layers"""
+    parseval_s: float = 2.0
+    """Parseval's target scale s"""
 
     # Evaluation, metrics, checkpoints
     eval_every: int | None = None
@@ -220,7 +238,17 @@ def reset_config(args: Args) -> ResetConfig:
         ns_tol=args.ns_tol,
         sp_alpha=args.sp_alpha,
         toward=args.reset_toward,
+        redo_tau=args.redo_tau,
     )
+
+
+def make_regularizer(args: Args) -> Regularizer:
+    if args.regularizer != "none" and args.reset == "pi":
+        raise ValueError(f"--regularizer={args.regularizer} cannot be combined with --reset=pi (injection changes the "
+                         "parameter set); allowed with pi: none")  # fmt: skip
+    return Regularizer(args.regularizer, swr_lambda=args.swr_lambda, swr_reinit=args.swr_reinit,
+                       l2init_lambda=args.l2init_lambda, parseval_lambda=args.parseval_lambda,
+                       parseval_s=args.parseval_s)  # fmt: skip
 
 
 def crossed(global_step: int, step_size: int, every: int) -> bool:
@@ -233,7 +261,7 @@ def linear_schedule(start_e: float, end_e: float, duration: int, t: int) -> floa
     return max(slope * t + start_e, end_e)
 
 
-def update(q_network, target_network, optimizer, data, gamma: float, loss_kind: str, double_dqn: bool) -> dict:
+def update(q_network, target_network, optimizer, regularizer, data, gamma: float, loss_kind: str, double_dqn: bool):
     """One gradient update on a batch; returns detached tensors (no host sync here)."""
     with torch.no_grad():
         if double_dqn:
@@ -245,8 +273,9 @@ def update(q_network, target_network, optimizer, data, gamma: float, loss_kind: 
     old_val = q_network(data.observations).gather(1, data.actions.unsqueeze(1)).squeeze(1)
     loss = F.mse_loss(td_target, old_val) if loss_kind == "mse" else F.smooth_l1_loss(old_val, td_target)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss + regularizer.loss("q")).backward()
     optimizer.step()
+    regularizer.after_step("q")
     return {"td_loss": loss.detach(), "q_values": old_val.mean().detach()}
 
 
@@ -274,6 +303,7 @@ def configure(args: Args):
     device = resolve_device(args.device)
     reset_cfg = reset_config(args)
     reset_cfg.validate(args.total_timesteps)
+    regularizer = make_regularizer(args)
     checkpoint = None
     if args.resume is not None:
         checkpoint = load_checkpoint(args.resume, agent=AGENT, env_id=args.env_id)
@@ -282,10 +312,11 @@ def configure(args: Args):
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.env_id, args.exp_name, args.seed)
     envs = make_atari_env(args.env_id, args.num_envs, args.seed, preset=args.preset,
                           capture_video=args.capture_video, run_dir=run_dir)  # fmt: skip
-    return args, device, reset_cfg, checkpoint, run_dir, envs
+    return args, device, reset_cfg, regularizer, checkpoint, run_dir, envs
 
 
-def train(args: Args, device, reset_cfg: ResetConfig, checkpoint: dict | None, run_dir: Path, envs) -> int:
+def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, checkpoint: dict | None,
+          run_dir: Path, envs) -> int:  # fmt: skip
     n_actions = int(envs.single_action_space.n)
     mem = AtariReplayBuffer.memory_bytes(args.buffer_size, args.num_envs)
     print(memory_report(f"replay buffer of {args.buffer_size:,} env steps", mem), flush=True)
@@ -320,6 +351,7 @@ def train(args: Args, device, reset_cfg: ResetConfig, checkpoint: dict | None, r
         return (rb.sample(min(256, len(rb))).observations,) if len(rb) else None
 
     scheduler.add_network("q", q_network, target=target_network, optimizer=optimizer, probe=probe)
+    regularizer.add_network("q", q_network, scheduler.theta0("q"))
     replay = ReplayRatio(args.replay_ratio)
     rng = np.random.default_rng(args.seed)  # exploration
     global_step, update_step = 0, 0
@@ -329,6 +361,7 @@ def train(args: Args, device, reset_cfg: ResetConfig, checkpoint: dict | None, r
         target_network.load_state_dict(checkpoint["target_network"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         replay.load_state_dict(checkpoint["replay_ratio"])
+        regularizer.load_state_dict(checkpoint["regularizer"])
         if "buffer" in checkpoint:
             rb.load_state_dict(checkpoint["buffer"])
         set_rng_state(checkpoint["rng"])
@@ -341,7 +374,8 @@ def train(args: Args, device, reset_cfg: ResetConfig, checkpoint: dict | None, r
             "args": asdict(args), "global_step": global_step, "update_step": update_step,
             "q_network": q_network.state_dict(), "target_network": target_network.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "replay_ratio": replay.state_dict(), "rng": get_rng_state(), "exploration_rng": rng.bit_generator.state,
+            "replay_ratio": replay.state_dict(), "regularizer": regularizer.state_dict(), "rng": get_rng_state(),
+            "exploration_rng": rng.bit_generator.state,
         }  # fmt: skip
         if args.save_buffer:
             payload["buffer"] = rb.state_dict()
@@ -388,8 +422,8 @@ def train(args: Args, device, reset_cfg: ResetConfig, checkpoint: dict | None, r
 
             if global_step > args.learning_starts:
                 for _ in range(replay.updates(args.num_envs)):
-                    stats = update(q_network, target_network, optimizer, rb.sample(args.batch_size), args.gamma,
-                                   args.loss, args.double_dqn)  # fmt: skip
+                    stats = update(q_network, target_network, optimizer, regularizer, rb.sample(args.batch_size),
+                                   args.gamma, args.loss, args.double_dqn)  # fmt: skip
                     update_step += 1
                     if update_step % 100 == 0:
                         td_loss, q_mean = (
@@ -412,6 +446,7 @@ def train(args: Args, device, reset_cfg: ResetConfig, checkpoint: dict | None, r
                         target_param.data.copy_(args.tau * param.data + (1.0 - args.tau) * target_param.data)
 
             if (event := scheduler.step(global_step, update_step)) is not None:
+                regularizer.on_reset()
                 tqdm.write(
                     f"{args.reset} reset at env step {global_step:,} (update {update_step:,}): {event.seconds:.2f} s"
                 )
@@ -419,6 +454,8 @@ def train(args: Args, device, reset_cfg: ResetConfig, checkpoint: dict | None, r
             if crossed(global_step, args.num_envs, args.metrics_every) and len(rb) >= args.batch_size:
                 for key, value in plasticity_metrics(q_network, rb.sample(min(256, len(rb))).observations).items():
                     writer.add_scalar(f"plasticity/{key}", value, global_step)
+                for key, value in regularizer.log_scalars().items():
+                    writer.add_scalar(key, value, global_step)
             if crossed(global_step, args.num_envs, args.eval_every):
                 eval_returns = evaluate(q_network, args, device, seed=args.seed + 10_000 + global_step)
                 writer.add_scalar("eval/episodic_return", float(np.mean(eval_returns)), global_step)

@@ -21,6 +21,7 @@ from fire_rl.checkpoint import CheckpointError, get_rng_state, load_checkpoint, 
 from fire_rl.envs.humanoid import make_humanoid_env
 from fire_rl.metrics import plasticity_metrics
 from fire_rl.networks import RSNorm, SimbaActor, SimbaCritic
+from fire_rl.regularizers import Regularizer
 from fire_rl.runtime import (
     GracefulStop,
     ReplayRatio,
@@ -105,8 +106,9 @@ class Args:
     """residual blocks counted in the head (1: plasticity injection and head resets cover the last block + head)"""
 
     # Resets (fire_rl.scheduler.ResetConfig)
-    reset: Literal["none", "fire", "sp", "full", "pi"] = "none"
-    """reset method: none, fire (FIRE), sp (Shrink & Perturb), full (full reset), pi (plasticity injection)"""
+    reset: Literal["none", "fire", "sp", "full", "pi", "redo"] = "none"
+    """reset method: none, fire (FIRE), sp (Shrink & Perturb), full (full reset), pi (plasticity injection), redo
+    (ReDo: recycle dormant neurons; give --reset-every)"""
     reset_recipe: Literal["paper-sac", "custom"] = "paper-sac"
     """paper-sac: the official FIRE SAC recipe (every Linear of actor and both critics, fresh optimizers and
     temperature, target := result); custom: the method on the layers chosen by --reset-kinds/-roles/-names"""
@@ -140,6 +142,22 @@ class Args:
     """Shrink & Perturb: theta <- alpha*theta + (1-alpha)*theta_0"""
     reset_toward: Literal["init", "random"] = "init"
     """S&P / full reset / injection toward theta_0 or a fresh draw"""
+    redo_tau: float = 0.1
+    """ReDo's dormancy threshold tau"""
+
+    # Per-step plasticity methods (fire_rl.regularizers.Regularizer); combine with any reset but pi
+    regularizer: Literal["none", "swr", "l2init", "parseval"] = "none"
+    """per-step method: swr (Soft Weight Rescaling after every optimizer step), l2init or parseval (loss terms)"""
+    swr_lambda: float = 1e-3
+    """SWR: each layer's norm moves this share of the way back to its initial norm per update"""
+    swr_reinit: bool = False
+    """SWR + re-init: the stored initial norms become the current ones at every reset event"""
+    l2init_lambda: float = 1e-2
+    """L2-init: loss + l2init_lambda * ||theta - theta_0||^2"""
+    parseval_lambda: float = 1e-3
+    """Parseval: loss + parseval_lambda * sum_l ||W_l W_l^T - s I||_F^2 over hidden layers"""
+    parseval_s: float = 2.0
+    """Parseval's target scale s"""
 
     # Evaluation, metrics, checkpoints
     eval_every: int = 50_000
@@ -193,7 +211,17 @@ def reset_config(args: Args) -> ResetConfig:
         ns_tol=args.ns_tol,
         sp_alpha=args.sp_alpha,
         toward=args.reset_toward,
+        redo_tau=args.redo_tau,
     )
+
+
+def make_regularizer(args: Args) -> Regularizer:
+    if args.regularizer != "none" and args.reset == "pi":
+        raise ValueError(f"--regularizer={args.regularizer} cannot be combined with --reset=pi (injection changes the "
+                         "parameter set); allowed with pi: none")  # fmt: skip
+    return Regularizer(args.regularizer, swr_lambda=args.swr_lambda, swr_reinit=args.swr_reinit,
+                       l2init_lambda=args.l2init_lambda, parseval_lambda=args.parseval_lambda,
+                       parseval_s=args.parseval_s)  # fmt: skip
 
 
 def crossed(global_step: int, step_size: int, every: int) -> bool:
@@ -201,7 +229,8 @@ def crossed(global_step: int, step_size: int, every: int) -> bool:
     return every > 0 and global_step // every > (global_step - step_size) // every
 
 
-def update(actor, qf1, qf2, qf1_target, qf2_target, rsnorm, log_alpha, optimizers, data, args, target_entropy):
+def update(actor, qf1, qf2, qf1_target, qf2_target, rsnorm, log_alpha, optimizers, regularizer, data, args,
+           target_entropy):  # fmt: skip
     """One SAC update in SimBa's order: actor, temperature, critics (with the updated actor), target EMA.
 
     Returns detached tensors (no host sync here). The actor step computes no critic weight-gradients (the critics'
@@ -220,8 +249,9 @@ def update(actor, qf1, qf2, qf1_target, qf2_target, rsnorm, log_alpha, optimizer
         p.requires_grad_(True)
     actor_loss = (alpha * log_pi - min_qf_pi).mean()
     actor_optimizer.zero_grad(set_to_none=True)
-    actor_loss.backward()
+    (actor_loss + regularizer.loss("actor")).backward()
     actor_optimizer.step()
+    regularizer.after_step("actor")
 
     alpha_loss = (-log_alpha.exp() * (log_pi.detach() + target_entropy)).mean()
     alpha_optimizer.zero_grad(set_to_none=True)
@@ -238,8 +268,9 @@ def update(actor, qf1, qf2, qf1_target, qf2_target, rsnorm, log_alpha, optimizer
     qf1_loss = F.mse_loss(qf1_a_values, next_q_value)
     qf2_loss = F.mse_loss(qf2_a_values, next_q_value)
     q_optimizer.zero_grad(set_to_none=True)
-    (qf1_loss + qf2_loss).backward()
+    (qf1_loss + qf2_loss + regularizer.loss("qf1") + regularizer.loss("qf2")).backward()
     q_optimizer.step()
+    regularizer.after_step("qf1", "qf2")
 
     with torch.no_grad():
         for online, target in ((qf1, qf1_target), (qf2, qf2_target)):
@@ -274,6 +305,7 @@ def configure(args: Args):
     device = resolve_device(args.device)
     reset_cfg = reset_config(args)
     reset_cfg.validate(args.total_timesteps)
+    regularizer = make_regularizer(args)
     checkpoint = None
     if args.resume is not None:
         checkpoint = load_checkpoint(args.resume, agent=AGENT, env_id=args.env_id)
@@ -282,10 +314,11 @@ def configure(args: Args):
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.env_id, args.exp_name, args.seed)
     env = make_humanoid_env(args.env_id, args.seed, action_repeat=args.action_repeat,
                             capture_video=args.capture_video, run_dir=run_dir)  # fmt: skip
-    return args, device, reset_cfg, checkpoint, run_dir, env
+    return args, device, reset_cfg, regularizer, checkpoint, run_dir, env
 
 
-def train(args: Args, device, reset_cfg: ResetConfig, checkpoint: dict | None, run_dir: Path, env) -> int:
+def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, checkpoint: dict | None,
+          run_dir: Path, env) -> int:  # fmt: skip
     obs_dim = env.observation_space.shape[0]
     act_dim = env.action_space.shape[0]
 
@@ -342,6 +375,8 @@ def train(args: Args, device, reset_cfg: ResetConfig, checkpoint: dict | None, r
     scheduler.add_network("qf1", qf1, target=qf1_target, optimizer=q_optimizer, probe=probe_critic)
     scheduler.add_network("qf2", qf2, target=qf2_target, optimizer=q_optimizer, probe=probe_critic)
     scheduler.add_temperature(log_alpha, alpha_optimizer)
+    for name, net in (("actor", actor), ("qf1", qf1), ("qf2", qf2)):
+        regularizer.add_network(name, net, scheduler.theta0(name))
     replay = ReplayRatio(args.replay_ratio)
     global_step, update_step = 0, 0
     modules = {"actor": actor, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target, "qf2_target": qf2_target,
@@ -355,6 +390,7 @@ def train(args: Args, device, reset_cfg: ResetConfig, checkpoint: dict | None, r
         with torch.no_grad():
             log_alpha.copy_(checkpoint["log_alpha"])
         replay.load_state_dict(checkpoint["replay_ratio"])
+        regularizer.load_state_dict(checkpoint["regularizer"])
         if "buffer" in checkpoint:
             rb.load_state_dict(checkpoint["buffer"])
         set_rng_state(checkpoint["rng"])
@@ -367,6 +403,7 @@ def train(args: Args, device, reset_cfg: ResetConfig, checkpoint: dict | None, r
             "args": asdict(args), "global_step": global_step, "update_step": update_step,
             "optimizers": [o.state_dict() for o in optimizers], "log_alpha": log_alpha.detach().clone(),
             "scheduler": scheduler.state_dict(), "replay_ratio": replay.state_dict(), "rng": get_rng_state(),
+            "regularizer": regularizer.state_dict(),
         })  # fmt: skip
         if args.save_buffer:
             payload["buffer"] = rb.state_dict()
@@ -417,8 +454,8 @@ def train(args: Args, device, reset_cfg: ResetConfig, checkpoint: dict | None, r
             if global_step >= args.learning_starts:
                 for _ in range(replay.updates(1)):
                     data = rb.sample(args.batch_size)
-                    stats = update(actor, qf1, qf2, qf1_target, qf2_target, rsnorm, log_alpha, optimizers, data, args,
-                                   target_entropy)  # fmt: skip
+                    stats = update(actor, qf1, qf2, qf1_target, qf2_target, rsnorm, log_alpha, optimizers,
+                                   regularizer, data, args, target_entropy)  # fmt: skip
                     update_step += 1
                     if update_step % 100 == 0:
                         values = dict(zip(stats, torch.stack(list(stats.values())).tolist()))
@@ -436,6 +473,7 @@ def train(args: Args, device, reset_cfg: ResetConfig, checkpoint: dict | None, r
                         progress.set_postfix(sps=sps, ret=f"{last_return:.1f}", upd=update_step, refresh=False)
 
             if (event := scheduler.step(global_step, update_step)) is not None:
+                regularizer.on_reset()
                 tqdm.write(
                     f"{args.reset} reset at env step {global_step:,} (update {update_step:,}): {event.seconds:.2f} s"
                 )
@@ -444,6 +482,8 @@ def train(args: Args, device, reset_cfg: ResetConfig, checkpoint: dict | None, r
                 for name, net, inputs in (("actor", actor, probe_actor()), ("qf1", qf1, probe_critic())):
                     for key, value in plasticity_metrics(net, inputs).items():
                         writer.add_scalar(f"plasticity/{name}/{key}", value, global_step)
+                for key, value in regularizer.log_scalars().items():
+                    writer.add_scalar(key, value, global_step)
             if crossed(global_step, step_size, args.eval_every):
                 eval_returns = evaluate(actor, rsnorm, args, device, seed=args.seed + 10_000 + global_step)
                 writer.add_scalar("eval/episodic_return", float(np.mean(eval_returns)), global_step)

@@ -24,6 +24,8 @@ full       every layer ← θ₀; Adam state kept                              e
                                                                           temperature
 pi         plasticity injection on the head; optimizer rebuilt           injection on each head; fresh optimizers and
                                                                           temperature
+redo       ReDo on every ReLU layer; Adam moments of recycled weights    the same on actor and critics
+           zeroed; target kept (the agent's target updates follow)
 =========  ===========================================================  ============================================
 
 In both recipes the target network receives the online network's result (``target="copy"``).
@@ -49,11 +51,12 @@ from fire_rl.resets import (
     full_reset_,
     inject_plasticity,
     rebuild_injections,
+    redo_,
     select_layers,
     shrink_perturb_,
 )
 
-METHODS = ("none", "fire", "sp", "full", "pi")
+METHODS = ("none", "fire", "sp", "full", "pi", "redo")
 RECIPES = ("custom", "paper-dqn", "paper-sac")
 TARGETS = ("copy", "same", "keep")
 OPTIMIZERS = ("keep", "reset-changed", "rebuild")
@@ -69,8 +72,9 @@ def _choice(name: str, value: Any, allowed: tuple) -> None:
 class ResetConfig:
     """What the scheduler does, and when. Schedules are in env steps (`global_step`), never gradient updates."""
 
-    method: Literal["none", "fire", "sp", "full", "pi"] = "none"
-    """reset method: none, fire (FIRE), sp (Shrink & Perturb), full (full reset), pi (plasticity injection)"""
+    method: Literal["none", "fire", "sp", "full", "pi", "redo"] = "none"
+    """reset method: none, fire (FIRE), sp (Shrink & Perturb), full (full reset), pi (plasticity injection), redo
+    (ReDo: recycle dormant neurons, on the probe batch)"""
     recipe: Literal["custom", "paper-dqn", "paper-sac"] = "custom"
     """which layers get which operation: the official FIRE recipes, or `method` on the layers chosen below"""
     at: tuple[int, ...] = ()
@@ -107,6 +111,8 @@ class ResetConfig:
     """Shrink & Perturb: theta <- alpha * theta + (1 - alpha) * theta_new (alpha = share of trained weights kept)"""
     toward: Literal["init", "random"] = "init"
     """S&P, full reset and injection: move toward theta_0 or a fresh random draw"""
+    redo_tau: float = 0.1
+    """ReDo: a neuron is dormant when its score E|h_i| / mean_j E|h_j| <= redo_tau (ReDo's benchmarks: 0.1)"""
 
     def __post_init__(self) -> None:
         self.at = tuple(int(s) for s in self.at)
@@ -133,6 +139,8 @@ class ResetConfig:
             raise ValueError(f"ns_steps={self.ns_steps}: must be >= 1")
         if self.ns_tol is not None and not (0 < self.ns_tol < 1):
             raise ValueError(f"ns_tol={self.ns_tol}: must be in (0, 1)")
+        if not self.redo_tau >= 0:
+            raise ValueError(f"redo_tau={self.redo_tau}: must be >= 0")
         if not (0.0 <= self.sp_alpha <= 1.0):
             raise ValueError(f"sp_alpha={self.sp_alpha}: must be in [0, 1] (share of trained weights kept)")
         if self.method != "none" and not self.at and self.every == 0:
@@ -145,7 +153,9 @@ class ResetConfig:
         return self.method != "none"
 
     def target_policy(self) -> str:
-        return self.target or "copy"
+        if self.target is not None:
+            return self.target
+        return "keep" if self.method == "redo" else "copy"  # ReDo leaves the target to the agent's target updates
 
     def optimizer_policy(self) -> str:
         if self.optimizer is not None:
@@ -356,6 +366,8 @@ class ResetScheduler:
         cfg, net = self.config, entry.online
         if cfg.method == "pi":
             return [("pi", None)]
+        if cfg.method == "redo":  # ReDo finds its (producer, ReLU, consumer) triples itself
+            return [("redo", None)]
         if cfg.recipe == "paper-dqn":
             if cfg.method == "full":
                 return [("full", select_layers(net))]
@@ -367,15 +379,8 @@ class ResetScheduler:
         layers = select_layers(net, kinds=cfg.kinds or None, roles=cfg.roles or None, names=cfg.names or None)
         return [(cfg.method, layers)]
 
-    def _run_op(self, op: str, net: nn.Module, layers, theta0) -> ResetReport:
-        cfg = self.config
-        if op == "fire":
-            return fire_(net, layers, method=cfg.polar_method, steps=cfg.ns_steps, tol=cfg.ns_tol, scale=cfg.fire_scale)
-        if op == "sp":
-            return shrink_perturb_(net, layers, theta0, alpha=cfg.sp_alpha, toward=cfg.toward)
-        if op == "full":
-            return full_reset_(net, layers, theta0, toward=cfg.toward)
-        raise AssertionError(f"unknown op {op!r}")
+    def _run_op(self, op: str, entry: _Entry, net: nn.Module, layers, inputs) -> ResetReport:
+        return OPERATIONS[op](self.config, entry, net, layers, inputs)
 
     @torch.no_grad()
     def _probe_metrics(self, entry: _Entry, inputs: tuple | None, when: str, out: dict[str, float]) -> torch.Tensor:
@@ -416,10 +421,13 @@ class ResetScheduler:
                     report = self._inject(entry)
                     if entry.optimizer is not None:
                         injected_opts.add(id(entry.optimizer))
+                elif op == "redo" and inputs is None:
+                    report = ResetReport("redo")  # no data to score neurons on yet
                 else:
-                    report = self._run_op(op, entry.online, layers, entry.theta0)
+                    report = self._run_op(op, entry, entry.online, layers, inputs)
                     if entry.target is not None and target_policy == "same":
-                        self._run_op(op, entry.target, layers_of(entry.target, layers), entry.theta0)
+                        target_layers = layers_of(entry.target, layers) if layers is not None else None
+                        self._run_op(op, entry, entry.target, target_layers, inputs)
                 for key, value in report.summary().items():
                     if key == "seconds":
                         scalars[f"{entry.name}/{op}_seconds"] = value
@@ -548,6 +556,28 @@ class ResetScheduler:
             if entry.injections and entry.optimizer is not None:
                 nets = [e.online for e in self.entries.values() if e.optimizer is entry.optimizer]
                 rebuild_optimizer_(entry.optimizer, _trainable(nets), keep_state=False)
+
+
+def _fire(cfg: ResetConfig, entry: _Entry, net: nn.Module, layers, inputs) -> ResetReport:
+    return fire_(net, layers, method=cfg.polar_method, steps=cfg.ns_steps, tol=cfg.ns_tol, scale=cfg.fire_scale)
+
+
+def _shrink_perturb(cfg: ResetConfig, entry: _Entry, net: nn.Module, layers, inputs) -> ResetReport:
+    return shrink_perturb_(net, layers, entry.theta0, alpha=cfg.sp_alpha, toward=cfg.toward)
+
+
+def _full(cfg: ResetConfig, entry: _Entry, net: nn.Module, layers, inputs) -> ResetReport:
+    return full_reset_(net, layers, entry.theta0, toward=cfg.toward)
+
+
+def _redo(cfg: ResetConfig, entry: _Entry, net: nn.Module, layers, inputs) -> ResetReport:
+    optimizer = entry.optimizer if net is entry.online else None
+    return redo_(net, inputs, tau=cfg.redo_tau, optimizer=optimizer)
+
+
+# The in-place operations the recipes use, by name: adding a method is its module in fire_rl/resets/ plus one line
+# here (and its name in METHODS). Plasticity injection is structural and handled by `ResetScheduler._inject`.
+OPERATIONS: dict[str, Callable[..., ResetReport]] = {"fire": _fire, "sp": _shrink_perturb, "full": _full, "redo": _redo}
 
 
 def layers_of(network: nn.Module, layers: dict[str, nn.Module]) -> dict[str, nn.Module]:

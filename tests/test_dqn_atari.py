@@ -70,3 +70,20 @@ def test_unknown_reset_method_is_refused_by_the_parser(tmp_path):
     assert proc.returncode == 2 and "bogus" in proc.stderr and "Traceback" not in proc.stderr
     for allowed in ["none", "fire", "sp", "full", "pi"]:
         assert allowed in proc.stderr
+
+
+def test_redo_with_swr_end_to_end(tmp_path):
+    run_dir = tmp_path / "redo_swr"
+    run_agent("dqn_atari", *SHORT, "--reset", "redo", "--reset-every", "100", "--regularizer", "swr",
+              "--run-dir", str(run_dir))  # fmt: skip
+    events = reset_events(run_dir)
+    assert [e["global_step"] for e in events] == [100, 200] and all(e["method"] == "redo" for e in events)
+    assert sum(v for k, v in events[-1]["scalars"].items() if k.endswith("/recycled")) > 0
+    tags = scalars(run_dir)
+    assert "swr/q/head.0/ratio" in tags and "swr/q/encoder.0/norm" in tags
+    assert checkpoint(run_dir)["regularizer"]["q"], "SWR's stored norms are checkpointed"
+
+
+def test_regularizer_cannot_combine_with_injection(tmp_path):
+    proc = run_agent("dqn_atari", "--reset", "pi", "--regularizer", "l2init", check=False, timeout=120)
+    assert proc.returncode == 2 and "--regularizer=l2init" in proc.stderr and "Traceback" not in proc.stderr

@@ -60,3 +60,17 @@ def test_bad_input(tmp_path):
         assert proc.returncode == 2 and message in proc.stderr, (flags, proc.stderr)
         assert "Traceback" not in proc.stderr
         assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("regularizer", ["swr", "parseval"])
+def test_redo_and_regularizers_end_to_end(tmp_path, regularizer):
+    run_dir = tmp_path / regularizer
+    run_agent("sac_simba", *SHORT, "--reset", "redo", "--reset-every", "200", "--regularizer", regularizer,
+              "--run-dir", str(run_dir))  # fmt: skip
+    events = reset_events(run_dir)
+    assert [e["method"] for e in events] == ["redo"]
+    assert any(k.endswith("/recycled") for k in events[0]["scalars"])
+    tags = scalars(run_dir)
+    assert "losses/qf1_loss" in tags
+    if regularizer == "swr":
+        assert any(t.startswith("swr/qf1/") for t in tags) and any(t.startswith("swr/actor/") for t in tags)

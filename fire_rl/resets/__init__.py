@@ -23,14 +23,17 @@ from fire_rl.resets.injection import (
     rebuild_injections,
     state_dict_injection_depth,
 )
+from fire_rl.resets.redo import NeuronPair, find_neuron_pairs, redo_
 from fire_rl.resets.shrink_perturb import shrink_perturb_
 
 __all__ = [
     "InjectedHead",
     "LayerReport",
+    "NeuronPair",
     "PolarInfo",
     "ResetReport",
     "capture_theta0",
+    "find_neuron_pairs",
     "fire_",
     "fresh_draw",
     "full_reset_",
@@ -39,6 +42,7 @@ __all__ = [
     "polar",
     "polar_with_info",
     "rebuild_injections",
+    "redo_",
     "resolve_layers",
     "restore_theta0",
     "select_layers",
