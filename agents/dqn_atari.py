@@ -25,8 +25,10 @@ from fire_rl.regularizers import Regularizer
 from fire_rl.runtime import (
     GracefulStop,
     ReplayRatio,
+    check_run_dir,
     default_run_dir,
     memory_report,
+    nonfinite_parameters,
     resolve_device,
     seed_everything,
     write_json_atomic,
@@ -310,6 +312,7 @@ def configure(args: Args):
         run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
     else:
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.env_id, args.exp_name, args.seed)
+    check_run_dir(run_dir)
     envs = make_atari_env(args.env_id, args.num_envs, args.seed, preset=args.preset,
                           capture_video=args.capture_video, run_dir=run_dir)  # fmt: skip
     return args, device, reset_cfg, regularizer, checkpoint, run_dir, envs
@@ -355,6 +358,7 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
     replay = ReplayRatio(args.replay_ratio)
     rng = np.random.default_rng(args.seed)  # exploration
     global_step, update_step = 0, 0
+    learning_starts = args.learning_starts
     if checkpoint:
         scheduler.load_state_dict(checkpoint["scheduler"])
         q_network.load_state_dict(checkpoint["q_network"])
@@ -367,9 +371,14 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
         set_rng_state(checkpoint["rng"])
         rng.bit_generator.state = checkpoint["exploration_rng"]
         global_step, update_step = checkpoint["global_step"], checkpoint["update_step"]
+        if "buffer" not in checkpoint:  # refill the replay buffer before learning again
+            learning_starts = global_step + max(args.batch_size, min(args.learning_starts, args.buffer_size))
         print(f"resumed {run_dir} at env step {global_step:,} (update {update_step:,})", flush=True)
 
     def save(tag: str) -> None:
+        if bad := nonfinite_parameters({"q_network": q_network, "target_network": target_network}):
+            raise FloatingPointError(f"NaN/Inf in {bad} at env step {global_step}: not checkpointed; the last good "
+                                     f"checkpoint is {run_dir / 'checkpoint.pt'}")  # fmt: skip
         payload = {
             "args": asdict(args), "global_step": global_step, "update_step": update_step,
             "q_network": q_network.state_dict(), "target_network": target_network.state_dict(),
@@ -420,7 +429,7 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
                    truncations)  # fmt: skip
             obs = next_obs
 
-            if global_step > args.learning_starts:
+            if global_step > learning_starts:
                 for _ in range(replay.updates(args.num_envs)):
                     stats = update(q_network, target_network, optimizer, regularizer, rb.sample(args.batch_size),
                                    args.gamma, args.loss, args.double_dqn)  # fmt: skip
@@ -489,4 +498,8 @@ if __name__ == "__main__":
     except (ValueError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(train(*setup))
+    try:
+        sys.exit(train(*setup))
+    except FloatingPointError as err:  # numerical trouble: say where, keep the last good checkpoint
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(3)

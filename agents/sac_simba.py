@@ -25,8 +25,10 @@ from fire_rl.regularizers import Regularizer
 from fire_rl.runtime import (
     GracefulStop,
     ReplayRatio,
+    check_run_dir,
     default_run_dir,
     memory_report,
+    nonfinite_parameters,
     resolve_device,
     seed_everything,
     write_json_atomic,
@@ -312,6 +314,7 @@ def configure(args: Args):
         run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
     else:
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.env_id, args.exp_name, args.seed)
+    check_run_dir(run_dir)
     env = make_humanoid_env(args.env_id, args.seed, action_repeat=args.action_repeat,
                             capture_video=args.capture_video, run_dir=run_dir)  # fmt: skip
     return args, device, reset_cfg, regularizer, checkpoint, run_dir, env
@@ -379,6 +382,7 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
         regularizer.add_network(name, net, scheduler.theta0(name))
     replay = ReplayRatio(args.replay_ratio)
     global_step, update_step = 0, 0
+    learning_starts = args.learning_starts
     modules = {"actor": actor, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target, "qf2_target": qf2_target,
                "rsnorm": rsnorm}  # fmt: skip
     if checkpoint:
@@ -395,9 +399,14 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
             rb.load_state_dict(checkpoint["buffer"])
         set_rng_state(checkpoint["rng"])
         global_step, update_step = checkpoint["global_step"], checkpoint["update_step"]
+        if "buffer" not in checkpoint:  # refill the replay buffer before learning again
+            learning_starts = global_step + max(args.batch_size, min(args.learning_starts, args.buffer_size))
         print(f"resumed {run_dir} at env step {global_step:,} (update {update_step:,})", flush=True)
 
     def save(tag: str) -> None:
+        if bad := nonfinite_parameters(modules):
+            raise FloatingPointError(f"NaN/Inf in {bad} at env step {global_step}: not checkpointed; the last good "
+                                     f"checkpoint is {run_dir / 'checkpoint.pt'}")  # fmt: skip
         payload = {name: module.state_dict() for name, module in modules.items()}
         payload.update({
             "args": asdict(args), "global_step": global_step, "update_step": update_step,
@@ -451,7 +460,7 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
                 obs, _ = env.reset()
                 rsnorm.update(obs)
 
-            if global_step >= args.learning_starts:
+            if global_step >= learning_starts:
                 for _ in range(replay.updates(1)):
                     data = rb.sample(args.batch_size)
                     stats = update(actor, qf1, qf2, qf1_target, qf2_target, rsnorm, log_alpha, optimizers,
@@ -515,4 +524,8 @@ if __name__ == "__main__":
     except (ValueError, ImportError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(train(*setup))
+    try:
+        sys.exit(train(*setup))
+    except FloatingPointError as err:  # numerical trouble: say where, keep the last good checkpoint
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(3)

@@ -62,6 +62,23 @@ def default_run_dir(env_id: str, exp_name: str, seed: int, root: str = "runs") -
     return Path(root) / f"{safe_env}__{exp_name}__{seed}__{int(time.time())}"
 
 
+def check_run_dir(path: str | Path) -> Path:
+    """Check, without creating anything, that `path` can be (or is) a writable run directory.
+
+    Raises:
+        ValueError: `path` or one of its ancestors is a file, or the nearest existing ancestor is not writable.
+    """
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"run directory {path}: {probe} exists and is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"run directory {path}: {probe} is not writable")
+    return path
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write JSON to `path` through a temporary file, fsync and rename: readers never see a half-written file."""
     path = Path(path)
@@ -77,6 +94,15 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def nonfinite_parameters(modules: dict[str, torch.nn.Module]) -> list[str]:
+    """Names (``"<module>.<parameter>"``) of parameters holding a NaN or Inf; one host sync for all of them."""
+    named = [(f"{m}.{n}", p) for m, module in modules.items() for n, p in module.named_parameters()]
+    if not named:
+        return []
+    flags = torch.stack([torch.isfinite(p).all() for _, p in named]).tolist()
+    return [name for (name, _), ok in zip(named, flags) if not ok]
 
 
 class GracefulStop:
