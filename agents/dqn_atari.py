@@ -19,6 +19,7 @@ from tqdm import tqdm
 from fire_rl.buffers import AtariReplayBuffer
 from fire_rl.checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from fire_rl.envs.atari import episode_stats, make_atari_env, real_next_obs
+from fire_rl.envs.env_state import get_env_state, set_env_state
 from fire_rl.metrics import plasticity_metrics
 from fire_rl.networks import QNetwork
 from fire_rl.regularizers import Regularizer
@@ -384,7 +385,7 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
             "q_network": q_network.state_dict(), "target_network": target_network.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "replay_ratio": replay.state_dict(), "regularizer": regularizer.state_dict(), "rng": get_rng_state(),
-            "exploration_rng": rng.bit_generator.state,
+            "exploration_rng": rng.bit_generator.state, "env_state": get_env_state(envs), "obs": obs,
         }  # fmt: skip
         if args.save_buffer:
             payload["buffer"] = rb.state_dict()
@@ -393,8 +394,11 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
         tqdm.write(f"checkpoint ({tag}) at env step {global_step:,}")
 
     # ---- the loop -----------------------------------------------------------------------------------------------
-    # A resumed run starts new episodes: the env state is not checkpointed (the buffer is, with --save-buffer).
-    obs, _ = envs.reset(seed=args.seed + global_step)
+    if checkpoint:  # the games continue where they were: emulators, wrappers and their RNGs
+        set_env_state(envs, checkpoint["env_state"])
+        obs = checkpoint["obs"]
+    else:
+        obs, _ = envs.reset(seed=args.seed)
     start_time, sps_step = time.time(), global_step
     last_return, stats = float("nan"), None
     progress = tqdm(

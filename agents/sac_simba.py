@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from fire_rl.buffers import ReplayBuffer
 from fire_rl.checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from fire_rl.envs.env_state import get_env_state, set_env_state
 from fire_rl.envs.humanoid import make_humanoid_env
 from fire_rl.metrics import plasticity_metrics
 from fire_rl.networks import RSNorm, SimbaActor, SimbaCritic
@@ -412,7 +413,7 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
             "args": asdict(args), "global_step": global_step, "update_step": update_step,
             "optimizers": [o.state_dict() for o in optimizers], "log_alpha": log_alpha.detach().clone(),
             "scheduler": scheduler.state_dict(), "replay_ratio": replay.state_dict(), "rng": get_rng_state(),
-            "regularizer": regularizer.state_dict(),
+            "regularizer": regularizer.state_dict(), "env_state": get_env_state(env), "obs": obs,
         })  # fmt: skip
         if args.save_buffer:
             payload["buffer"] = rb.state_dict()
@@ -421,9 +422,12 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
         tqdm.write(f"checkpoint ({tag}) at env step {global_step:,}")
 
     # ---- the loop -----------------------------------------------------------------------------------------------
-    # A resumed run starts a new episode: the simulator state is not checkpointed (the buffer is, with --save-buffer).
-    obs, _ = env.reset(seed=args.seed + global_step)
-    rsnorm.update(obs)
+    if checkpoint:  # the episode continues where it was: simulator, wrappers and their RNGs
+        set_env_state(env, checkpoint["env_state"])
+        obs = checkpoint["obs"]
+    else:
+        obs, _ = env.reset(seed=args.seed)
+        rsnorm.update(obs)
     start_time, sps_step = time.time(), global_step
     last_return, stats = float("nan"), None
     progress = tqdm(

@@ -29,9 +29,12 @@ Episode statistics:
     statistics, because the game goes on.
 
 Wrapper stack, innermost first (`_make_single_env` writes it out in this order):
-    1. `gym.make(env_id, frameskip=1, repeat_action_probability=p, max_num_frames_per_episode=4 * max_episode_steps,
-       full_action_space=False, obs_type="grayscale")`: the raw ALE game; p = 0 ("cleanrl") or 0.25 ("fire-paper").
-       ALE's frame cap makes a game truncate (``truncated=True``) after ``max_episode_steps`` env steps (fewer by the
+    1. `gym.make(env_id, frameskip=1, repeat_action_probability=0, max_num_frames_per_episode=4 * max_episode_steps,
+       full_action_space=False, obs_type="grayscale")`: the raw ALE game, then gymnasium's `StickyAction(p)` per frame,
+       p = 0 ("cleanrl": no wrapper) or 0.25 ("fire-paper"). Sticky actions live in a wrapper rather than in ALE
+       because ALE 0.12 keeps the repeated action outside its saved state, so a checkpointed run could not resume
+       exactly (`fire_rl.envs.env_state`); the wrapper draws from the game's own RNG, per frame, as ALE does (the first
+       frame after a reset is never sticky). ALE's frame cap makes a game truncate (``truncated=True``) after ``max_episode_steps`` env steps (fewer by the
        no-op frames at reset). The grayscale obs_type only saves copying an RGB screen every frame (about 10% of
        the step time): AtariPreprocessing reads the ALE screen itself.
     2. `RecordVideo` (env 0 only, ``capture_video=True``): every frame of the game, into ``run_dir/videos``.
@@ -214,12 +217,14 @@ def _make_single_env(
     env = gym.make(
         env_id,
         frameskip=1,
-        repeat_action_probability=STICKY_ACTIONS[preset],
+        repeat_action_probability=0.0,
         max_num_frames_per_episode=FRAME_SKIP * max_episode_steps,
         full_action_space=False,
         obs_type="grayscale",
         render_mode="rgb_array" if record else None,
     )
+    if STICKY_ACTIONS[preset] > 0:
+        env = gym.wrappers.StickyAction(env, repeat_action_probability=STICKY_ACTIONS[preset])
     if record:
         env = RecordVideo(env, os.path.join(run_dir, "videos"), name_prefix="eval" if eval else "train")
     env = AtariPreprocessing(
@@ -313,6 +318,7 @@ def make_atari_env(
         def make() -> gym.Env:
             env = _make_single_env(env_id, preset, eval, env_idx, capture_video, run_dir, max_episode_steps)
             env.action_space.seed(seed + env_idx)
+            env.observation_space.seed(seed + env_idx)
             return env
 
         return make
@@ -324,8 +330,9 @@ def make_atari_env(
     else:
         envs = gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=mode)
     assert isinstance(envs.single_action_space, gym.spaces.Discrete), "Atari envs have Discrete actions"
-    envs.action_space.seed(seed)
-    envs.single_action_space.seed(seed)
+    # Every space's RNG is seeded, so that a run's full state (fire_rl.envs.env_state) is a function of the seed.
+    for space in (envs.action_space, envs.single_action_space, envs.observation_space, envs.single_observation_space):
+        space.seed(seed)
     return envs
 
 

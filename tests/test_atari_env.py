@@ -76,7 +76,9 @@ def test_preset_wrapper_stacks(preset, eval_env, sticky, noop_max, life_loss, fi
     envs = make_atari_env("ALE/Breakout-v5", 1, seed=0, preset=preset, eval=eval_env)
     env = envs.envs[0]
     wrappers = _wrappers(env)
-    assert env.unwrapped.ale.getFloat("repeat_action_probability") == pytest.approx(sticky)
+    assert env.unwrapped.ale.getFloat("repeat_action_probability") == 0.0, "stickiness lives in a wrapper"
+    sticky_wrapper = wrappers.get(gym.wrappers.StickyAction)
+    assert (sticky_wrapper.repeat_action_probability if sticky_wrapper else 0.0) == pytest.approx(sticky)
     assert env.unwrapped._frameskip == 1
     pre = wrappers[AtariPreprocessing]
     assert (pre.noop_max, pre.frame_skip, pre.terminal_on_life_loss) == (noop_max, 4, False)

@@ -1,0 +1,279 @@
+"""Exact env-state checkpoints (fire_rl.envs.env_state): capture, torch.save round trip, restore into a fresh env built
+by the same factory call, and the same outputs step for step as the env that went on, across episode ends."""
+
+import io
+import threading
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from fire_rl.envs.atari import PRESETS, episode_stats, make_atari_env
+from fire_rl.envs.env_state import FORMAT, get_env_state, set_env_state
+from fire_rl.envs.humanoid import make_humanoid_env
+
+ATARI_ID = "ALE/Breakout-v5"  # FIRE game with 5 lives: life-loss, fire-reset and no-op wrappers all active in "cleanrl"
+NOOP, FIRE, RIGHT, LEFT = 0, 1, 2, 3
+
+
+def _round_trip(state: dict) -> dict:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
+
+
+def _without_wall_time(info):
+    """`info` with RecordEpisodeStatistics' wall-clock "t" (and its mask) removed, recursively."""
+    if isinstance(info, dict):
+        return {k: _without_wall_time(v) for k, v in info.items() if k not in ("t", "_t")}
+    if isinstance(info, (list, tuple)):
+        return [_without_wall_time(v) for v in info]
+    return np.array(info, copy=True) if isinstance(info, np.ndarray) else info
+
+
+def _assert_same(expected, got, path="record"):
+    """Bit-identical nested records: same structure, same keys, arrays equal in value, dtype and shape."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and expected.keys() == got.keys(), f"{path}: keys {expected.keys()} vs {got}"
+        for k in expected:
+            _assert_same(expected[k], got[k], f"{path}[{k!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert isinstance(got, (list, tuple)) and len(expected) == len(got), f"{path}: lengths differ"
+        for i, (e, g) in enumerate(zip(expected, got)):
+            _assert_same(e, g, f"{path}[{i}]")
+    elif isinstance(expected, np.ndarray) and expected.dtype == object:  # e.g. infos["final_obs"]: arrays or None
+        assert isinstance(got, np.ndarray) and got.dtype == object and got.shape == expected.shape, f"{path}: {got!r}"
+        for i, (e, g) in enumerate(zip(expected.flat, got.flat)):
+            _assert_same(e, g, f"{path}[{i}]")
+    elif isinstance(expected, np.ndarray) or isinstance(got, np.ndarray):
+        e, g = np.asarray(expected), np.asarray(got)
+        assert e.dtype == g.dtype and e.shape == g.shape, f"{path}: {e.dtype}{e.shape} vs {g.dtype}{g.shape}"
+        assert np.array_equal(e, g, equal_nan=e.dtype.kind == "f"), f"{path}: values differ"
+    else:
+        assert type(expected) is type(got) and expected == got, f"{path}: {expected!r} vs {got!r}"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Atari (ALE), through make_atari_env's SyncVectorEnv
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _atari(preset: str, num_envs: int = 2):
+    # A 60-step game cap makes truncations (and their autoresets) frequent in a few hundred steps.
+    return make_atari_env(ATARI_ID, num_envs, seed=1, preset=preset, max_episode_steps=60)
+
+
+def _run_vector(envs, actions, ram: bool = True) -> list:
+    """Per vector step: the step's outputs, its infos (final obs and final info included) and each game's RAM."""
+    records = []
+    for a in actions:
+        obs, rewards, terminations, truncations, infos = envs.step(a)
+        rams = [e.unwrapped.ale.getRAM().copy() for e in envs.envs] if ram else []
+        records.append(
+            {
+                "obs": obs.copy(),
+                "rewards": rewards,
+                "terminations": terminations,
+                "truncations": truncations,
+                "infos": _without_wall_time(infos),
+                "episodes": episode_stats(infos),
+                "ram": rams,
+            }
+        )
+    return records
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_atari_resume_is_bit_exact(preset):
+    k_steps, m_steps = 100, 150
+    envs = _atari(preset)
+    actions = np.random.default_rng(0).integers(envs.single_action_space.n, size=(k_steps + m_steps, 2))
+    envs.reset(seed=1)
+    before = _run_vector(envs, actions[:k_steps])
+    state = _round_trip(get_env_state(envs))
+    expected = _run_vector(envs, actions[k_steps:])
+
+    fresh = _atari(preset)
+    fresh.reset(seed=2)
+    _run_vector(fresh, actions[:7])
+    set_env_state(fresh, state)
+    _assert_same(expected, _run_vector(fresh, actions[k_steps:]))
+
+    # The same state again: set_env_state left it untouched, and a restored env can be rewound.
+    set_env_state(fresh, state)
+    _assert_same(expected, _run_vector(fresh, actions[k_steps:]))
+
+    # The premise: games end on both sides of the checkpoint in every env (autoresets, no-op starts drawn after it).
+    for part in (before, expected):
+        ended = np.sum([r["terminations"] | r["truncations"] for r in part], axis=0)
+        assert np.all(ended >= 1), f"no episode end in some env: {ended}"
+        assert any(r["episodes"] for r in part)
+    if preset == "cleanrl":
+        game_ends = {(t, i) for t, r in enumerate(expected) for i, _, _ in r["episodes"]}
+        life_losses = [(t, i) for t, r in enumerate(expected) for i in np.flatnonzero(r["terminations"])]
+        assert set(life_losses) - game_ends, "no life loss after the checkpoint"
+    fresh.close()
+    envs.close()
+
+
+def test_atari_sticky_repeated_action_is_restored():
+    """ALE (p = 0.25) keeps the action it repeats outside its state; the target's last action (RIGHT) differs from the
+    source's (LEFT), so a restore that ignored it would differ in the paddle's RAM after the first NOOP steps."""
+    source, target = _atari("fire-paper", 1), _atari("fire-paper", 1)
+    source.reset(seed=3)
+    target.reset(seed=4)
+    for _ in range(12):
+        _run_vector(source, [[FIRE], [NOOP], [LEFT]])
+        state = get_env_state(source)
+        expected = _run_vector(source, [[NOOP], [NOOP], [NOOP]])
+        _run_vector(target, [[RIGHT]])
+        set_env_state(target, state)
+        _assert_same(expected, _run_vector(target, [[NOOP], [NOOP], [NOOP]]))
+    source.close()
+    target.close()
+
+
+def test_atari_continuous_sticky_is_refused():
+    env = gym.make(ATARI_ID, continuous=True)  # sticky actions 0.25 by default: the paddle strength is hidden too
+    env.reset(seed=0)
+    with pytest.raises(NotImplementedError, match="continuous=True"):
+        get_env_state(env)
+    env.close()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# MuJoCo and dm_control, through make_humanoid_env (action repeat 2)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _run_single(env, actions) -> list:
+    """Per agent step: outputs and info; an episode end is followed by env.reset() (no seed) and its outputs."""
+    records = []
+    for a in actions:
+        obs, reward, terminated, truncated, info = env.step(a)
+        records.append({"obs": obs, "reward": reward, "terminated": terminated, "truncated": truncated})
+        records[-1]["info"] = _without_wall_time(info)
+        if terminated or truncated:
+            obs, info = env.reset()
+            records.append({"reset_obs": obs, "reset_info": _without_wall_time(info)})
+    return records
+
+
+@pytest.mark.parametrize(
+    ("env_id", "k_steps", "m_steps", "reset_fresh"),
+    [
+        ("Humanoid-v5", 40, 60, True),  # falls within ~20 agent steps: terminations and noisy resets on both sides
+        ("dm_control/cartpole-swingup-v0", 480, 60, False),  # 1000-step limit = 500 agent steps: truncation after
+        ("dm_control/humanoid-run-v0", 30, 30, True),  # contacts: constraint rows must be rebuilt on restore
+    ],
+)
+def test_continuous_control_resume_is_bit_exact(env_id, k_steps, m_steps, reset_fresh):
+    env = make_humanoid_env(env_id, seed=3, action_repeat=2)
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, size=(k_steps + m_steps, *env.action_space.shape)).astype(np.float32)
+    env.reset(seed=5)
+    before = _run_single(env, actions[:k_steps])
+    state = _round_trip(get_env_state(env))
+    expected = _run_single(env, actions[k_steps:])
+    expected_samples = env.action_space.sample()
+
+    fresh = make_humanoid_env(env_id, seed=3, action_repeat=2)
+    if reset_fresh:
+        fresh.reset(seed=123)
+        _run_single(fresh, actions[:9])
+    set_env_state(fresh, state)
+    got = _run_single(fresh, actions[k_steps:])
+    _assert_same(expected, got)
+    # The action space's RNG came back too (agents draw warm-up actions from it).
+    _assert_same(expected_samples, fresh.action_space.sample())
+
+    resets_before = sum("reset_obs" in r for r in before)
+    resets_after = sum("reset_obs" in r for r in expected)
+    if env_id == "Humanoid-v5":
+        assert resets_before >= 1 and resets_after >= 1, (resets_before, resets_after)
+        assert any("episode" in r["info"] for r in expected if "info" in r)
+    if env_id == "dm_control/cartpole-swingup-v0":
+        assert resets_after == 1 and any(r.get("truncated") for r in expected), "no truncation"
+    env.close()
+    fresh.close()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Generic rule: a pure-Python env under a SyncVectorEnv and a vector wrapper, both autoreset modes
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [gym.vector.AutoresetMode.SAME_STEP, gym.vector.AutoresetMode.NEXT_STEP])
+def test_sync_vector_of_python_envs_resumes_exactly(mode):
+    def make():
+        envs = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1") for _ in range(2)], autoreset_mode=mode)
+        return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+    envs = make()
+    actions = np.random.default_rng(1).integers(2, size=(120, 2))
+    envs.reset(seed=11)
+    before = _run_vector(envs, actions[:60], ram=False)
+    state = _round_trip(get_env_state(envs))
+    expected = _run_vector(envs, actions[60:], ram=False)
+    expected_samples = envs.action_space.sample()
+
+    fresh = make()  # never reset: set_env_state also brings the reset flags
+    set_env_state(fresh, state)
+    _assert_same(expected, _run_vector(fresh, actions[60:], ram=False))
+    _assert_same(expected_samples, fresh.action_space.sample())
+    for part in (before, expected):
+        assert np.all(np.sum([r["terminations"] | r["truncations"] for r in part], axis=0) >= 1)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Refusals
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class _HoldsLock(gym.Wrapper):
+    def __init__(self, env):
+        super().__init__(env)
+        self.lock = threading.Lock()
+
+
+def test_unknown_attribute_is_refused():
+    env = _HoldsLock(gym.make("CartPole-v1"))
+    env.reset(seed=0)
+    with pytest.raises(NotImplementedError, match=r"_HoldsLock.*'lock'.*lock"):
+        get_env_state(env)
+
+
+def test_async_vector_env_is_refused():
+    envs = make_atari_env(ATARI_ID, 1, seed=0, vector="async")
+    try:
+        with pytest.raises(NotImplementedError, match="AsyncVectorEnv"):
+            get_env_state(envs)
+        with pytest.raises(NotImplementedError, match="AsyncVectorEnv"):
+            set_env_state(envs, {"format": FORMAT, "version": 1, "kind": "vector", "vector": [], "envs": []})
+    finally:
+        envs.close()
+
+
+def test_state_that_does_not_fit_is_refused():
+    cleanrl, paper = _atari("cleanrl", 1), _atari("fire-paper", 1)
+    cleanrl.reset(seed=0)
+    paper.reset(seed=0)
+    state = get_env_state(cleanrl)
+    with pytest.raises(ValueError, match="wrapper chain"):
+        set_env_state(paper, state)  # no life-loss and fire-reset wrappers in "fire-paper"
+    two = _atari("cleanrl", 2)
+    with pytest.raises(ValueError, match="sub-envs"):
+        set_env_state(two, state)
+    single = gym.make("CartPole-v1")
+    with pytest.raises(ValueError, match="'vector'"):
+        set_env_state(single, state)
+    with pytest.raises(ValueError, match="format"):
+        set_env_state(single, {"envs": []})
+    with pytest.raises(ValueError, match="version"):
+        set_env_state(single, {**get_env_state(single), "version": 0})
+    with pytest.raises(ValueError, match="env must be"):
+        get_env_state("CartPole-v1")
+    for envs in (cleanrl, paper, two, single):
+        envs.close()
