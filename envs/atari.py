@@ -35,8 +35,8 @@ Wrapper stack, innermost first (`_make_single_env` writes it out in this order):
        because ALE 0.12 keeps the repeated action outside its saved state, so a checkpointed run could not resume
        exactly (`fire_rl.envs.env_state`); the wrapper draws from the game's own RNG, per frame, as ALE does (the first
        frame after a reset is never sticky). ALE's frame cap makes a game truncate (``truncated=True``) after
-       ``max_episode_steps`` env steps (fewer by the no-op frames at reset). The grayscale obs_type only saves copying an RGB screen every frame (about 10% of
-       the step time): AtariPreprocessing reads the ALE screen itself.
+       ``max_episode_steps`` env steps (fewer by the no-op frames at reset). The grayscale obs_type only saves
+       copying an RGB screen every frame (about 10% of the step time): AtariPreprocessing reads the ALE screen itself.
     2. `RecordVideo` (env 0 only, ``capture_video=True``): every frame of the game, into ``run_dir/videos``.
     3. `AtariPreprocessing(noop_max=30 or 0, frame_skip=4, screen_size=84, grayscale_obs=True,
        terminal_on_life_loss=False)`: up to 30 no-op starts ("cleanrl" only), repeat the action 4 frames, max-pool the
