@@ -480,6 +480,8 @@ class Regularizer:
 
     def loss(self, name: str) -> torch.Tensor | float:
         """The loss term for network `name` (a 0-dim tensor), or 0.0 for methods without one."""
+        if self.kind not in ("l2init", "parseval"):
+            return 0.0
         network, theta0 = self.networks[name]
         if self.kind == "l2init":
             return l2_init_loss(network, theta0, lam=self.l2init_lambda)

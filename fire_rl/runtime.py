@@ -136,6 +136,11 @@ class GracefulStop:
         self.restore()
 
 
+def crossed(global_step: int, step_size: int, every: int) -> bool:
+    """Did the last step of `step_size` env steps, ending at `global_step`, cross a multiple of `every`? (0: never)"""
+    return every > 0 and global_step // every > (global_step - step_size) // every
+
+
 class ReplayRatio:
     """Turns env steps into gradient updates at a fixed replay ratio (updates per env step), fractional ratios included.
 
