@@ -1,0 +1,433 @@
+"""scripts/aggregate.py on real tensorboard event files written here with SummaryWriter (synthetic curves).
+
+Scores are checked against closed forms, the reference table and rliable called directly; the CLI as a subprocess.
+`write_synthetic_sweep` is also used by tests/test_plot.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+from torch.utils.tensorboard import SummaryWriter
+
+REPO = Path(__file__).resolve().parents[1]
+AGGREGATE_PY = REPO / "scripts" / "aggregate.py"
+
+ENV_IDS = ("ALE/Breakout-v5", "PongNoFrameskip-v4")
+METHODS = ("none", "fire")
+REPLAY_RATIOS = (0.25, 1.0)
+SEEDS = (0, 1, 2)
+TOTAL = 1_000
+EVAL_EVERY = 100
+RESET_AT = 500
+# Offsets put the curves inside each game's random..human range, so HNS values are of order 0.1-1.
+OFFSETS = {"ALE/Breakout-v5": 2.0, "PongNoFrameskip-v4": -20.0, "Humanoid-v5": 100.0}
+SPANS = {"ALE/Breakout-v5": 25.0, "PongNoFrameskip-v4": 30.0, "Humanoid-v5": 500.0}
+
+
+def load_script(name: str):
+    """Import scripts/<name>.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"fire_rl_script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    # Registered before running it: dataclasses resolve their annotations through sys.modules.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_name(env_id: str, method: str, rr: float, seed: int) -> str:
+    return f"{env_id.replace('/', '-')}__{method}__rr{rr:g}__s{seed}"
+
+
+def curve_values(env_id: str, method: str, rr: float, seed: int, steps: np.ndarray) -> np.ndarray:
+    """A synthetic learning curve: rising, method- and replay-ratio-dependent, with seed noise."""
+    gain = {"none": 0.5, "fire": 0.8}.get(method, 0.6) / (1.0 + 0.3 * math.log2(4 * rr))
+    rng = np.random.default_rng(zlib.crc32(f"{env_id}|{method}|{rr}|{seed}".encode()))
+    frac = gain * steps / TOTAL + 0.05 * rng.standard_normal(len(steps))
+    return OFFSETS[env_id] + SPANS[env_id] * frac
+
+
+def write_run(
+    run_dir: Path, env_id: str, method: str, rr: float, seed: int, *, resume_at: int | None = None, config: bool = True
+) -> dict:
+    """Write one run directory: config.json, event files, resets.jsonl. Returns the ground truth.
+
+    With `resume_at`, a first event file runs to TOTAL with "orphaned" values (+1000) from `resume_at` on, and a second
+    file (later wall time, ``purge_step=resume_at`` as the agents write it) continues with the true values from the
+    first logging step after `resume_at`, as a run resumed from a checkpoint at `resume_at` would.
+    """
+    run_dir.mkdir(parents=True)
+    steps = np.arange(0, TOTAL + 1, EVAL_EVERY)
+    values = curve_values(env_id, method, rr, seed, steps)
+    ep_steps = np.arange(0, TOTAL + 1, 50)
+    ep_values = curve_values(env_id, method, rr, seed + 100, ep_steps)
+    dfi = np.where(ep_steps < RESET_AT, 0.1 + ep_steps / TOTAL, 0.1 + (ep_steps - RESET_AT) / TOTAL)
+    if method == "none":
+        dfi = 0.1 + ep_steps / TOTAL
+    if config:
+        cfg = {"env_id": env_id, "reset": method, "replay_ratio": rr, "seed": seed, "total_timesteps": TOTAL}
+        (run_dir / "config.json").write_text(json.dumps(cfg))
+    base_time = 1.7e9 + 1000 * seed
+
+    def write(step_filter, t0: float, shift: float, purge: int | None = None) -> None:
+        writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge)
+        for i, (s, v) in enumerate(zip(steps, values, strict=True)):
+            if step_filter(s):
+                writer.add_scalar("eval/episodic_return", v + shift * (s >= (resume_at or 0)), s, walltime=t0 + i)
+        for i, (s, v, d) in enumerate(zip(ep_steps, ep_values, dfi, strict=True)):
+            if step_filter(s):
+                writer.add_scalar("charts/episodic_return", v, s, walltime=t0 + i)
+                writer.add_scalar("plasticity/dfi_mean", d, s, walltime=t0 + i)
+                writer.add_scalar("plasticity/dormant_ratio", 0.5 * d, s, walltime=t0 + i)
+                writer.add_scalar("plasticity/srank", 100 * (1 - 0.5 * d), s, walltime=t0 + i)
+        writer.close()
+
+    if resume_at is None:
+        write(lambda s: True, base_time, 0.0)
+    else:
+        write(lambda s: True, base_time, 1000.0)
+        write(lambda s: s > resume_at, base_time + 500, 0.0, purge=resume_at)
+    if method != "none":
+        with open(run_dir / "resets.jsonl", "w") as f:
+            f.write(json.dumps({"global_step": RESET_AT, "update_step": int(RESET_AT * rr), "method": method}) + "\n")
+    return {"env_id": env_id, "method": method, "replay_ratio": rr, "seed": seed, "steps": steps, "values": values}
+
+
+def write_synthetic_sweep(root: Path, env_ids=ENV_IDS, methods=METHODS, replay_ratios=REPLAY_RATIOS, seeds=SEEDS):
+    """A sweep directory with one run per grid cell. Returns {run name: ground truth}."""
+    truth = {}
+    for env_id in env_ids:
+        for method in methods:
+            for rr in replay_ratios:
+                for seed in seeds:
+                    name = run_name(env_id, method, rr, seed)
+                    truth[name] = write_run(root / name, env_id, method, rr, seed)
+    return truth
+
+
+@pytest.fixture(scope="module")
+def agg():
+    return load_script("aggregate")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    return root, write_synthetic_sweep(root)
+
+
+# ------------------------------------------------------------------------------------------------- reference table
+@pytest.mark.parametrize(
+    ("env_id", "game"),
+    [
+        ("ALE/Breakout-v5", "breakout"),
+        ("BreakoutNoFrameskip-v4", "breakout"),
+        ("BreakoutDeterministic-v4", "breakout"),
+        ("ALE/BeamRider-v5", "beam_rider"),
+        ("BeamRiderNoFrameskip-v4", "beam_rider"),
+        ("ALE/MontezumaRevenge-v5", "montezuma_revenge"),
+        ("ALE/Jamesbond-v5", "jamesbond"),
+        ("ms_pacman", "ms_pacman"),
+        ("Humanoid-v5", None),
+        ("h1-walk-v0", None),
+    ],
+)
+def test_atari_game(agg, env_id, game):
+    assert agg.atari_game(env_id, agg.load_score_table()) == game
+
+
+def test_score_table_is_the_shared_copy_with_provenance(agg):
+    table = agg.load_score_table()
+    assert len(table) == 57 and table["in_atari100k"].sum() == 26
+    assert table["source"].str.contains("dqn_zoo@45061f4").all()
+    shared = Path("/work/shared/data/atari_scores.csv")
+    if shared.is_file():
+        assert (REPO / "scripts" / "atari_scores.csv").read_text() == shared.read_text()
+
+
+def test_human_normalized_closed_form(agg):
+    ref = agg.load_score_table().set_index("game").loc["breakout"]
+    assert (ref["random"], ref["human"]) == (1.7, 30.5)
+    assert agg.human_normalized(1.7, ref["random"], ref["human"]) == 0.0
+    assert agg.human_normalized(30.5, ref["random"], ref["human"]) == pytest.approx(1.0)
+    assert agg.human_normalized(16.1, ref["random"], ref["human"]) == pytest.approx(0.5)
+
+
+# -------------------------------------------------------------------------------------------------- curves, scores
+def test_step_curve_averages_repeats(agg):
+    steps, values = agg.step_curve(np.array([30, 10, 10, 20]), np.array([3.0, 1.0, 2.0, 5.0]))
+    np.testing.assert_array_equal(steps, [10, 20, 30])
+    np.testing.assert_allclose(values, [1.5, 5.0, 3.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_final_and_auc_closed_forms(agg, dtype):
+    steps = np.array([100, 300, 400, 1000], dtype=np.int64)
+    a, b = 0.37, -2.0
+    values = (a * steps + b).astype(dtype)
+    # The trapezoid rule is exact on a line: mean over [s0, s1] is the value at the midpoint.
+    assert agg.auc_score(steps, values) == pytest.approx(a * (100 + 1000) / 2 + b, rel=1e-6)
+    assert agg.final_score(values, 2) == pytest.approx(float(np.mean(values[-2:])))
+    assert agg.final_score(values, 10) == pytest.approx(float(np.mean(values)))
+    assert agg.auc_score(np.array([5]), np.array([3.5])) == 3.5
+    # Unequal spacing: (100 * 1 + 300 * (1 + 3) / 2) / 400.
+    assert agg.auc_score(np.array([0, 100, 400]), np.array([1.0, 1.0, 3.0])) == 1.75
+    with pytest.raises(ValueError, match="last_k=0"):
+        agg.final_score(values, 0)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        agg.auc_score(np.array([1, 1]), np.array([1.0, 2.0]))
+
+
+def test_load_runs_reads_event_files_back(agg, sweep):
+    root, truth = sweep
+    scalars, runs, resets = agg.load_runs([root])
+    assert len(runs) == len(truth) == 24
+    assert list(scalars.columns) == agg.CONFIG_COLUMNS + ["tag", "step", "value", "wall_time"]
+    assert set(scalars["tag"]) == {
+        "eval/episodic_return",
+        "charts/episodic_return",
+        "plasticity/dfi_mean",
+        "plasticity/dormant_ratio",
+        "plasticity/srank",
+    }
+    for name, t in truth.items():
+        rows = scalars[(scalars["run"] == name) & (scalars["tag"] == "eval/episodic_return")]
+        assert rows.iloc[0][["env_id", "method", "replay_ratio", "seed"]].tolist() == [
+            t["env_id"],
+            t["method"],
+            t["replay_ratio"],
+            t["seed"],
+        ]
+        np.testing.assert_array_equal(rows["step"], t["steps"])
+        # SummaryWriter stores float32.
+        np.testing.assert_array_equal(rows["value"], t["values"].astype(np.float32).astype(np.float64))
+    assert set(runs[runs["env_id"] == "PongNoFrameskip-v4"]["game"]) == {"pong"}
+    fire = resets[resets["method"] == "fire"]
+    assert len(fire) == 12 and set(fire["global_step"]) == {RESET_AT}
+    assert set(zip(fire["replay_ratio"], fire["update_step"], strict=True)) == {(0.25, 125), (1.0, 500)}
+    assert (resets["method"] != "none").all()
+
+
+def test_resumed_run_later_file_supersedes(agg, tmp_path):
+    truth = write_run(tmp_path / "run", "ALE/Breakout-v5", "fire", 1.0, 0, resume_at=600)
+    files = sorted((tmp_path / "run").glob("events.out.tfevents.*"))
+    assert len(files) == 2 and [agg.purge_step(f) for f in files] == [None, 600]
+    frame = agg.read_run_scalars(tmp_path / "run")
+    ev = frame[frame["tag"] == "eval/episodic_return"]
+    # Step 600 was logged only before the crash (orphaned); the resumed file logs from 700 on.
+    keep = truth["steps"] != 600
+    np.testing.assert_array_equal(ev["step"], truth["steps"][keep])
+    np.testing.assert_array_equal(ev["value"], truth["values"][keep].astype(np.float32).astype(np.float64))
+    assert (ev["value"] < 500).all()
+    ep = frame[frame["tag"] == "charts/episodic_return"]
+    assert ep["step"].is_unique and 600 not in set(ep["step"]) and len(ep) == TOTAL // 50
+
+
+def test_config_falls_back_to_ablate_manifest(agg, tmp_path):
+    name = run_name("ALE/Pong-v5", "sp", 0.5, 3)
+    (tmp_path / name).mkdir()
+    writer = SummaryWriter(log_dir=str(tmp_path / name))
+    writer.add_scalar("eval/episodic_return", 1.0, 10)
+    writer.close()
+    with pytest.raises(ValueError, match="env_id"):
+        agg.read_run_config(tmp_path / name)
+    manifest = {"runs": {name: {"config": {"env_id": "ALE/Pong-v5", "method": "sp", "replay_ratio": 0.5, "seed": 3}}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert agg.read_run_config(tmp_path / name) == {
+        "env_id": "ALE/Pong-v5",
+        "method": "sp",
+        "replay_ratio": 0.5,
+        "seed": 3,
+    }
+
+
+def test_run_scores_match_direct_computation(agg, sweep):
+    root, truth = sweep
+    table = agg.load_score_table()
+    scalars, _, _ = agg.load_runs([root], table)
+    scores = agg.run_scores(scalars, "eval/episodic_return", 3, table).set_index("run")
+    refs = table.set_index("game")
+    for name, t in truth.items():
+        v = t["values"].astype(np.float32).astype(np.float64)
+        s = t["steps"].astype(np.float64)
+        final = v[-3:].mean()
+        auc = np.sum(np.diff(s) * (v[1:] + v[:-1]) / 2) / (s[-1] - s[0])
+        game = "breakout" if t["env_id"] == "ALE/Breakout-v5" else "pong"
+        r, h = refs.loc[game, "random"], refs.loc[game, "human"]
+        row = scores.loc[name]
+        assert row["suite"] == "atari-hns"
+        assert row["final"] == pytest.approx(final) and row["auc"] == pytest.approx(auc)
+        assert row["final_hns"] == pytest.approx((final - r) / (h - r))
+        assert row["auc_hns"] == pytest.approx((auc - r) / (h - r))
+    with pytest.raises(ValueError, match="tags present"):
+        agg.run_scores(scalars, "eval/nothing", 3, table)
+
+
+# ------------------------------------------------------------------------------------------------------ aggregation
+def synthetic_scores(rng: np.random.Generator, n_seeds: int, games=("breakout", "pong", "qbert")) -> pd.DataFrame:
+    rows = []
+    for method in ("none", "fire"):
+        for rr in (0.25, 4.0):
+            for game in games:
+                for seed in range(n_seeds):
+                    hns = rng.gamma(2.0, 0.4) * (1.3 if method == "fire" else 1.0)
+                    rows.append(
+                        {
+                            "run": f"{game}-{method}-{rr}-{seed}",
+                            "env_id": f"ALE/{game.title()}-v5",
+                            "game": game,
+                            "method": method,
+                            "replay_ratio": rr,
+                            "seed": seed,
+                            "suite": "atari-hns",
+                            "final": math.nan,
+                            "auc": math.nan,
+                            "final_hns": hns,
+                            "auc_hns": 0.6 * hns,
+                        }
+                    )
+    rows.append(dict(rows[0], suite="Humanoid-v5", env_id="Humanoid-v5", game="", final=500.0, auc=300.0))
+    rows.append(dict(rows[0], suite="Humanoid-v5", env_id="Humanoid-v5", game="", seed=1, final=700.0, auc=350.0))
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("n_seeds", [3, 5])
+def test_aggregates_equal_rliable_called_directly(agg, n_seeds):
+    from rliable import library as rly
+    from rliable import metrics
+
+    scores = synthetic_scores(np.random.default_rng(n_seeds), n_seeds)
+    reps, seed = 150, 7
+    result = agg.aggregate_scores(scores, reps=reps, confidence=0.9, seed=seed, gap_threshold=1.0)
+    result = result.set_index(["suite", "method", "replay_ratio", "score", "statistic"]).sort_index()
+    assert len(result) == (4 + 1) * 2 * 4
+
+    def stats(x):
+        return np.array(
+            [
+                metrics.aggregate_iqm(x),
+                metrics.aggregate_median(x),
+                metrics.aggregate_mean(x),
+                metrics.aggregate_optimality_gap(x, 1.0),
+            ]
+        )
+
+    atari = scores[scores["suite"] == "atari-hns"]
+    for (method, rr), group in atari.groupby(["method", "replay_ratio"]):
+        for kind in ("final", "auc"):
+            columns = [
+                group[group["env_id"] == e].sort_values("seed")[f"{kind}_hns"].to_numpy()
+                for e in sorted(group["env_id"].unique())
+            ]
+            matrix = np.stack(columns, axis=1)
+            assert matrix.shape == (n_seeds, 3)
+            # rliable 1.2.0 resamples with the global np.random (its random_state is not used for the draws).
+            np.random.seed(seed)  # noqa: NPY002
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                point, interval = rly.get_interval_estimates(
+                    {"x": matrix},
+                    stats,
+                    reps=reps,
+                    confidence_interval_size=0.9,
+                    random_state=np.random.RandomState(seed),
+                )
+            got = result.loc[("atari-hns", method, rr, kind)]
+            for i, name in enumerate(agg.STATISTICS):
+                assert got.loc[name, "estimate"] == pytest.approx(point["x"][i], rel=1e-12)
+                assert got.loc[name, "ci_low"] == pytest.approx(interval["x"][0, i], rel=1e-12)
+                assert got.loc[name, "ci_high"] == pytest.approx(interval["x"][1, i], rel=1e-12)
+            # Independent closed forms for the point estimates.
+            assert got.loc["iqm", "estimate"] == pytest.approx(scipy.stats.trim_mean(matrix.ravel(), 0.25))
+            assert got.loc["median", "estimate"] == pytest.approx(np.median(matrix.mean(axis=0)))
+            assert got.loc["mean", "estimate"] == pytest.approx(matrix.mean())
+            assert got.loc["optimality_gap", "estimate"] == pytest.approx(1.0 - np.minimum(matrix, 1.0).mean())
+            assert (got["ci_low"] <= got["estimate"] + 1e-12).all() and (
+                got["estimate"] <= got["ci_high"] + 1e-12
+            ).all()
+            assert (got["n_runs"] == n_seeds).all() and (got["n_tasks"] == 3).all()
+    # Raw-return suites are never pooled across tasks and get no gap without a threshold.
+    humanoid = result.loc[("Humanoid-v5", "none", 0.25, "final")]
+    assert humanoid.loc["mean", "estimate"] == 600.0
+    assert math.isnan(humanoid.loc["optimality_gap", "estimate"])
+
+
+def test_intervals_are_reproducible_and_leave_global_rng_alone(agg):
+    matrix = np.random.default_rng(3).gamma(2.0, 0.4, size=(4, 3))
+    np.random.seed(123)  # noqa: NPY002
+    before = np.random.get_state()[1].copy()  # noqa: NPY002
+    a = agg.rliable_estimates(matrix, 1.0, reps=200, confidence=0.95, seed=5)
+    b = agg.rliable_estimates(matrix, 1.0, reps=200, confidence=0.95, seed=5)
+    c = agg.rliable_estimates(matrix, 1.0, reps=200, confidence=0.95, seed=6)
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+    np.testing.assert_array_equal(np.random.get_state()[1], before)  # noqa: NPY002
+
+
+def test_unequal_run_counts_are_truncated_with_a_warning(agg):
+    scores = synthetic_scores(np.random.default_rng(0), 3)
+    scores = scores.drop(scores[(scores["game"] == "pong") & (scores["seed"] == 2)].index)
+    with pytest.warns(UserWarning, match="unequal run counts"):
+        result = agg.aggregate_scores(scores, reps=50)
+    assert set(result[result["suite"] == "atari-hns"]["n_runs"]) == {2}
+
+
+# ------------------------------------------------------------------------------------------------------------- CLI
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(AGGREGATE_PY), *args], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+
+
+def test_cli_end_to_end(sweep, tmp_path):
+    root, truth = sweep
+    out = tmp_path / "agg"
+    proc = run_cli(str(root), "--out", str(out), "--reps", "100", "--last-k", "2")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("scalars.csv", "runs.csv", "resets.csv", "scores.csv", "aggregates.csv", "summary.md"):
+        assert (out / name).is_file(), name
+    scalars = pd.read_csv(out / "scalars.csv")
+    assert list(scalars.columns[:6]) == ["run", "env_id", "game", "method", "replay_ratio", "seed"]
+    assert scalars["run"].nunique() == len(truth)
+    aggregates = pd.read_csv(out / "aggregates.csv")
+    assert len(aggregates) == 2 * 2 * 2 * 4  # methods × replay ratios × scores × statistics, one suite
+    summary = (out / "summary.md").read_text()
+    assert "## atari-hns: final (human-normalized score)" in summary
+    assert "| fire | 0.25 | 3 × 2 |" in summary and "| none | 1 | 3 × 2 |" in summary
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--last-k", "0"], "--last-k: 0"),
+        (["--confidence", "1.5"], "--confidence: 1.5"),
+        (["--reps", "-3"], "--reps: -3"),
+        (["--metric", "eval/none"], "'eval/none'"),
+    ],
+)
+def test_cli_bad_input_exits_2_before_any_work(agg, sweep, tmp_path, capsys, args, needle):
+    root, _ = sweep
+    with pytest.raises(SystemExit) as exc:
+        agg.main([str(root), "--out", str(tmp_path / "x"), *args])
+    assert exc.value.code == 2 and needle in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_missing_root_exits_2_without_traceback(tmp_path):
+    proc = run_cli(str(tmp_path / "nope"))
+    assert proc.returncode == 2 and "is not a directory" in proc.stderr and "Traceback" not in proc.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_cli(str(empty))
+    assert proc.returncode == 2 and "no run directories" in proc.stderr
