@@ -122,7 +122,7 @@ BASE = ["--env-ids", GAME, "--methods", "none", "fire", "--replay-ratios", "0.25
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (["--methods", "redo"], ["--methods: 'redo'", "'fire'"]),
+        (["--methods", "swr"], ["--methods: 'swr'", "'fire'", "'redo'"]),
         (["--replay-ratios", "0"], ["--replay-ratios: 0.0", "> 0"]),
         (["--replay-ratios", "nan"], ["--replay-ratios: nan"]),
         (["--seeds", "-1"], ["--seeds: -1", ">= 0"]),
