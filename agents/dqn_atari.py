@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -17,21 +17,18 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from fire_rl.buffers import AtariReplayBuffer
-from fire_rl.checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from fire_rl.cli import PlasticityArgs
+from fire_rl.checkpoint import CheckpointError, get_rng_state, save_checkpoint, set_rng_state
+from fire_rl.cli import PlasticityArgs, RunArgs
 from fire_rl.envs.atari import episode_stats, make_atari_env, real_next_obs
 from fire_rl.envs.env_state import get_env_state, set_env_state
 from fire_rl.metrics import plasticity_metrics
-from fire_rl.networks import QNetwork
+from fire_rl.networks import QNetwork, update_target_
 from fire_rl.regularizers import Regularizer
 from fire_rl.runtime import (
     GracefulStop,
     ReplayRatio,
-    check_run_dir,
     crossed,
-    default_run_dir,
     memory_report,
-    nonfinite_parameters,
     resolve_device,
     seed_everything,
     write_json_atomic,
@@ -70,31 +67,11 @@ PRESETS = {
 
 
 @dataclass
-class Args(PlasticityArgs):
+class Args(PlasticityArgs, RunArgs):
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    device: str = "auto"
-    """auto (CUDA if available), cpu, cuda or cuda:N"""
-    threads: int = 0
-    """torch CPU threads (0: torch's default)"""
-    track: bool = False
-    """if toggled, this experiment will be tracked with Weights and Biases"""
-    wandb_project_name: str = "fire_rl"
-    """the wandb's project name"""
-    wandb_entity: str | None = None
-    """the entity (team) of wandb's project"""
-    capture_video: bool = False
-    """whether to capture videos of the agent performances (check out `videos` folder)"""
     save_model: bool = False
     """whether to save the final Q-network to `run_dir/dqn_atari.cleanrl_model`"""
-    run_dir: str | None = None
-    """the run directory (default: runs/{env}__{exp_name}__{seed}__{time})"""
-    resume: str | None = None
-    """continue the run in this run directory (or from this checkpoint file)"""
 
     # Algorithm specific arguments
     env_id: str = "ALE/Breakout-v5"
@@ -113,8 +90,6 @@ class Args(PlasticityArgs):
     """gradient updates per env step (preset: 0.25, 1.0); fractional ratios accumulate"""
     buffer_size: int = 1_000_000
     """the replay memory buffer size (env steps)"""
-    save_buffer: bool = False
-    """whether checkpoints include the replay buffer (exact resume; about 7 GB for 1M)"""
     gamma: float = 0.99
     """the discount factor gamma"""
     tau: float = 1.0
@@ -154,10 +129,6 @@ class Args(PlasticityArgs):
     """episodes per evaluation"""
     eval_epsilon: float = 0.001
     """epsilon of the evaluation policy"""
-    metrics_every: int = 10_000
-    """env steps between plasticity metrics (0: off)"""
-    checkpoint_every: int = 100_000
-    """env steps between checkpoints (0: only at the end and on interrupt)"""
 
 
 def resolve_args(args: Args) -> Args:
@@ -170,7 +141,7 @@ def resolve_args(args: Args) -> Args:
     for name in positive:
         if not getattr(args, name) > 0:
             raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)}: must be > 0")
-    for name in ["learning_starts", "eval_every", "metrics_every", "checkpoint_every", "threads"]:
+    for name in ["learning_starts", "eval_every"]:
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)}: must be >= 0")
     if args.buffer_size < args.batch_size:
@@ -229,13 +200,7 @@ def configure(args: Args):
     reset_cfg = args.reset_config()
     reset_cfg.validate(args.total_timesteps)
     regularizer = args.make_regularizer()
-    checkpoint = None
-    if args.resume is not None:
-        checkpoint = load_checkpoint(args.resume, agent=AGENT, env_id=args.env_id)
-        run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
-    else:
-        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.env_id, args.exp_name, args.seed)
-    check_run_dir(run_dir)
+    checkpoint, run_dir = args.open_run(AGENT, args.env_id)
     envs = make_atari_env(args.env_id, args.num_envs, args.seed, preset=args.preset,
                           capture_video=args.capture_video, run_dir=run_dir)  # fmt: skip
     return args, device, reset_cfg, regularizer, checkpoint, run_dir, envs
@@ -261,8 +226,7 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
     # purge_step hides events a killed run wrote after its last checkpoint, so resumed curves have no duplicates.
     writer = SummaryWriter(str(run_dir), purge_step=start_step if checkpoint else None)
     if not checkpoint:
-        table = "\n".join(f"|{f.name}|{getattr(args, f.name)}|" for f in fields(args))
-        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+        writer.add_text("hyperparameters", args.markdown())
     seed_everything(args.seed, args.torch_deterministic)
 
     # ---- networks, optimizer, buffer, reset scheduler -----------------------------------------------------------
@@ -301,9 +265,6 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
         print(f"resumed {run_dir} at env step {global_step:,} (update {update_step:,})", flush=True)
 
     def save(tag: str) -> None:
-        if bad := nonfinite_parameters({"q_network": q_network, "target_network": target_network}):
-            raise FloatingPointError(f"NaN/Inf in {bad} at env step {global_step}: not checkpointed; the last good "
-                                     f"checkpoint is {run_dir / 'checkpoint.pt'}")  # fmt: skip
         payload = {
             "args": asdict(args), "global_step": global_step, "update_step": update_step,
             "q_network": q_network.state_dict(), "target_network": target_network.state_dict(),
@@ -313,7 +274,8 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
         }  # fmt: skip
         if args.save_buffer:
             payload["buffer"] = rb.state_dict()
-        save_checkpoint(run_dir / "checkpoint.pt", payload, agent=AGENT, env_id=args.env_id)
+        save_checkpoint(run_dir / "checkpoint.pt", payload, agent=AGENT, env_id=args.env_id,
+                        finite={"q_network": q_network, "target_network": target_network})  # fmt: skip
         writer.flush()
         tqdm.write(f"checkpoint ({tag}) at env step {global_step:,}")
 
@@ -379,8 +341,7 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
                         writer.add_scalar("charts/update_step", update_step, global_step)
                         progress.set_postfix(sps=sps, ret=f"{last_return:.1f}", upd=update_step, refresh=False)
                 if crossed(global_step, args.num_envs, args.target_network_frequency):
-                    for target_param, param in zip(target_network.parameters(), q_network.parameters()):
-                        target_param.data.copy_(args.tau * param.data + (1.0 - args.tau) * target_param.data)
+                    update_target_(target_network, q_network, args.tau)
 
             if (event := scheduler.step(global_step, update_step)) is not None:
                 regularizer.on_reset()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -17,21 +17,18 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from fire_rl.buffers import ReplayBuffer
-from fire_rl.checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from fire_rl.cli import PlasticityArgs
+from fire_rl.checkpoint import CheckpointError, get_rng_state, save_checkpoint, set_rng_state
+from fire_rl.cli import PlasticityArgs, RunArgs
 from fire_rl.envs.env_state import get_env_state, set_env_state
 from fire_rl.envs.humanoid import make_humanoid_env
 from fire_rl.metrics import plasticity_metrics
-from fire_rl.networks import RSNorm, SimbaActor, SimbaCritic
+from fire_rl.networks import RSNorm, SimbaActor, SimbaCritic, update_target_
 from fire_rl.regularizers import Regularizer
 from fire_rl.runtime import (
     GracefulStop,
     ReplayRatio,
-    check_run_dir,
     crossed,
-    default_run_dir,
     memory_report,
-    nonfinite_parameters,
     resolve_device,
     seed_everything,
     write_json_atomic,
@@ -42,29 +39,9 @@ AGENT = "sac_simba"
 
 
 @dataclass
-class Args(PlasticityArgs):
+class Args(PlasticityArgs, RunArgs):
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    device: str = "auto"
-    """auto (CUDA if available), cpu, cuda or cuda:N"""
-    threads: int = 0
-    """torch CPU threads (0: torch's default)"""
-    track: bool = False
-    """if toggled, this experiment will be tracked with Weights and Biases"""
-    wandb_project_name: str = "fire_rl"
-    """the wandb's project name"""
-    wandb_entity: str | None = None
-    """the entity (team) of wandb's project"""
-    capture_video: bool = False
-    """whether to capture videos of the agent performances (check out `videos` folder; needs MUJOCO_GL=egl)"""
-    run_dir: str | None = None
-    """the run directory (default: runs/{env}__{exp_name}__{seed}__{time})"""
-    resume: str | None = None
-    """continue the run in this run directory (or from this checkpoint file)"""
 
     # Algorithm specific arguments
     env_id: str = "Humanoid-v5"
@@ -77,8 +54,6 @@ class Args(PlasticityArgs):
     """gradient updates per agent step (SimBa: 2)"""
     buffer_size: int = 1_000_000
     """the replay memory buffer size (agent steps)"""
-    save_buffer: bool = False
-    """whether checkpoints include the replay buffer (exact resume)"""
     gamma: float = 0.99
     """the discount factor gamma (per agent step)"""
     tau: float = 0.005
@@ -122,10 +97,6 @@ class Args(PlasticityArgs):
     """env steps between evaluations with the deterministic policy (0: off)"""
     eval_episodes: int = 5
     """episodes per evaluation"""
-    metrics_every: int = 10_000
-    """env steps between plasticity metrics (0: off)"""
-    checkpoint_every: int = 100_000
-    """env steps between checkpoints (0: only at the end and on interrupt)"""
 
 
 def resolve_args(args: Args) -> Args:
@@ -135,7 +106,7 @@ def resolve_args(args: Args) -> Args:
     for name in positive:
         if not getattr(args, name) > 0:
             raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)}: must be > 0")
-    for name in ["learning_starts", "eval_every", "metrics_every", "checkpoint_every", "threads", "actor_blocks",
+    for name in ["learning_starts", "eval_every", "actor_blocks",
                  "critic_blocks", "head_blocks", "weight_decay"]:  # fmt: skip
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)}: must be >= 0")
@@ -192,9 +163,8 @@ def update(actor, qf1, qf2, qf1_target, qf2_target, rsnorm, log_alpha, optimizer
     q_optimizer.step()
     regularizer.after_step("qf1", "qf2")
 
-    with torch.no_grad():
-        for online, target in ((qf1, qf1_target), (qf2, qf2_target)):
-            torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), args.tau)
+    update_target_(qf1_target, qf1, args.tau)
+    update_target_(qf2_target, qf2, args.tau)
     return {
         "qf1_loss": qf1_loss.detach(), "qf2_loss": qf2_loss.detach(), "qf1_values": qf1_a_values.mean().detach(),
         "qf2_values": qf2_a_values.mean().detach(), "actor_loss": actor_loss.detach(), "alpha": alpha,
@@ -226,13 +196,7 @@ def configure(args: Args):
     reset_cfg = args.reset_config()
     reset_cfg.validate(args.total_timesteps)
     regularizer = args.make_regularizer()
-    checkpoint = None
-    if args.resume is not None:
-        checkpoint = load_checkpoint(args.resume, agent=AGENT, env_id=args.env_id)
-        run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
-    else:
-        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.env_id, args.exp_name, args.seed)
-    check_run_dir(run_dir)
+    checkpoint, run_dir = args.open_run(AGENT, args.env_id)
     env = make_humanoid_env(args.env_id, args.seed, action_repeat=args.action_repeat,
                             capture_video=args.capture_video, run_dir=run_dir)  # fmt: skip
     return args, device, reset_cfg, regularizer, checkpoint, run_dir, env
@@ -257,8 +221,7 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
     # purge_step hides events a killed run wrote after its last checkpoint, so resumed curves have no duplicates.
     writer = SummaryWriter(str(run_dir), purge_step=start_step if checkpoint else None)
     if not checkpoint:
-        table = "\n".join(f"|{f.name}|{getattr(args, f.name)}|" for f in fields(args))
-        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+        writer.add_text("hyperparameters", args.markdown())
     seed_everything(args.seed, args.torch_deterministic)
 
     # ---- networks, optimizers, buffer, reset scheduler ----------------------------------------------------------
@@ -324,9 +287,6 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
         print(f"resumed {run_dir} at env step {global_step:,} (update {update_step:,})", flush=True)
 
     def save(tag: str) -> None:
-        if bad := nonfinite_parameters(modules):
-            raise FloatingPointError(f"NaN/Inf in {bad} at env step {global_step}: not checkpointed; the last good "
-                                     f"checkpoint is {run_dir / 'checkpoint.pt'}")  # fmt: skip
         payload = {name: module.state_dict() for name, module in modules.items()}
         payload.update({
             "args": asdict(args), "global_step": global_step, "update_step": update_step,
@@ -336,7 +296,7 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
         })  # fmt: skip
         if args.save_buffer:
             payload["buffer"] = rb.state_dict()
-        save_checkpoint(run_dir / "checkpoint.pt", payload, agent=AGENT, env_id=args.env_id)
+        save_checkpoint(run_dir / "checkpoint.pt", payload, agent=AGENT, env_id=args.env_id, finite=modules)
         writer.flush()
         tqdm.write(f"checkpoint ({tag}) at env step {global_step:,}")
 

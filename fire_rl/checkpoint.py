@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fire_rl.runtime import nonfinite_parameters
+
 FORMAT = "fire_rl-checkpoint"
 VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -37,7 +39,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any], *, agent: str, env_id: str) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    payload: dict[str, Any],
+    *,
+    agent: str,
+    env_id: str,
+    finite: dict[str, torch.nn.Module] | None = None,
+) -> Path:
     """Write `payload` to `path` atomically, keeping the previous checkpoint as ``<stem>.prev<suffix>``.
 
     Args:
@@ -45,12 +54,17 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any], *, agent: str, en
         payload: anything `torch.save` can write (state dicts, tensors, plain Python values, numpy arrays).
         agent: the agent that wrote it (``"dqn_atari"``); `load_checkpoint` refuses other agents' checkpoints.
         env_id: the environment id; `load_checkpoint` refuses other envs' checkpoints.
+        finite: modules whose parameters must all be finite; if one holds a NaN or Inf nothing is written, so the last
+            checkpoint on disk stays the last good one (one host sync).
 
     Raises:
+        FloatingPointError: a parameter of `finite` holds a NaN or Inf (the message names it); nothing is written.
         OSError: the folder is not writable or the disk is full; the previous checkpoint is left as it was and the
             temporary file is removed.
     """
     path = Path(path)
+    if finite and (bad := nonfinite_parameters(finite)):
+        raise FloatingPointError(f"NaN/Inf in {bad}: not checkpointed; the last good checkpoint is {path}")
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
     record = {"format": FORMAT, "version": VERSION, "agent": agent, "env_id": env_id, "payload": payload}

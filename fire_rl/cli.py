@@ -1,16 +1,77 @@
-"""The reset and per-step flags both agents share, flat as CleanRL's (``--reset fire --reset-at 100000``).
+"""The flags both agents share, flat as CleanRL's (``--seed 1 --reset fire --reset-at 100000``).
 
-Each agent's tyro ``Args`` dataclass inherits `PlasticityArgs` and overrides the default recipe; `reset_config` and
-`make_regularizer` turn the flags into the scheduler's `ResetConfig` and the run's `Regularizer`, checking every value.
+Each agent's tyro ``Args`` dataclass inherits `RunArgs` (experiment, logging, checkpoint flags) and `PlasticityArgs`
+(reset and per-step flags) and overrides the defaults that differ (``exp_name``, the reset recipe). `open_run`,
+`reset_config` and `make_regularizer` check the flags and turn them into what the agent needs, before any work.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Literal
 
+from fire_rl.checkpoint import load_checkpoint
 from fire_rl.regularizers import Regularizer
+from fire_rl.runtime import check_run_dir, default_run_dir
 from fire_rl.scheduler import ResetConfig
+
+
+@dataclass
+class RunArgs:
+    """Experiment, logging and checkpoint flags (CleanRL's names where CleanRL has them)."""
+
+    exp_name: str = "fire_rl"
+    """the name of this experiment (the agents default to their file name)"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    device: str = "auto"
+    """auto (CUDA if available), cpu, cuda or cuda:N"""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "fire_rl"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """whether to capture videos of the agent performances (`run_dir/videos`; MuJoCo needs MUJOCO_GL=egl)"""
+    run_dir: str | None = None
+    """the run directory (default: runs/{env}__{exp_name}__{seed}__{time})"""
+    resume: str | None = None
+    """continue the run in this run directory (or from this checkpoint file)"""
+    save_buffer: bool = False
+    """whether checkpoints include the replay buffer (exact resume; about 7 GB for 1M Atari frames)"""
+    metrics_every: int = 10_000
+    """env steps between plasticity metrics (0: off)"""
+    checkpoint_every: int = 100_000
+    """env steps between checkpoints (0: only at the end and on interrupt)"""
+
+    def open_run(self, agent: str, env_id: str) -> tuple[dict | None, Path]:
+        """The checkpoint to resume from (or None) and the run directory, checked before anything is written.
+
+        Raises:
+            ValueError: a negative count, or a run directory that cannot be created or written.
+            CheckpointError: `resume` is not a checkpoint of `agent` for `env_id`.
+        """
+        for name in ("threads", "metrics_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')}={getattr(self, name)}: must be >= 0")
+        if self.resume is not None:
+            checkpoint = load_checkpoint(self.resume, agent=agent, env_id=env_id)
+            run_dir = Path(self.resume) if Path(self.resume).is_dir() else Path(self.resume).parent
+        else:
+            checkpoint = None
+            run_dir = Path(self.run_dir) if self.run_dir else default_run_dir(env_id, self.exp_name, self.seed)
+        return checkpoint, check_run_dir(run_dir)
+
+    def markdown(self) -> str:
+        """Every flag and its value as a Markdown table (tensorboard's hyperparameter text, as CleanRL writes it)."""
+        rows = "\n".join(f"|{f.name}|{getattr(self, f.name)}|" for f in fields(self))
+        return f"|param|value|\n|-|-|\n{rows}"
 
 
 @dataclass

@@ -148,6 +148,25 @@ class QNetwork(nn.Module):
         return self.head(self.encoder(x))
 
 
+@torch.no_grad()
+def update_target_(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """Target-network update in place: θ_target ← τ·θ + (1 − τ)·θ_target for every parameter (Polyak averaging).
+
+    τ = 1 is DQN's periodic hard copy (Mnih et al. 2015), done as an exact copy; 0 < τ < 1 is SAC's soft update
+    (Haarnoja et al. 2018; SimBa: τ = 0.005). One foreach kernel over all parameters, no host sync. Buffers are not
+    touched (the networks here keep none; SAC's RSNorm lives outside them).
+
+    Args:
+        target, online: networks of the same architecture (parameters zipped in registration order).
+        tau: in (0, 1].
+    """
+    targets, onlines = list(target.parameters()), list(online.parameters())
+    if tau == 1.0:
+        torch._foreach_copy_(targets, onlines)
+    else:
+        torch._foreach_lerp_(targets, onlines, tau)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # SAC + SimBa
 # --------------------------------------------------------------------------------------------------------------------

@@ -45,8 +45,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from fire_rl.metrics import plasticity_metrics
 from fire_rl.resets import (
     ResetReport,
+    capture_theta0,
     fire_,
     full_reset_,
     inject_plasticity,
@@ -315,8 +317,6 @@ class ResetScheduler:
                 on before and after a reset (``online(*inputs)`` must work); None, or a probe returning None (no data
                 yet), skips those metrics.
         """
-        from fire_rl.resets import capture_theta0
-
         if name in self.entries:
             raise ValueError(f"network name {name!r} is already registered")
         self.entries[name] = _Entry(name, online, target, optimizer, theta0 or capture_theta0(online), probe)
@@ -387,8 +387,6 @@ class ResetScheduler:
         """Plasticity metrics of `entry` on `inputs`, into `out`; returns the network's flattened outputs."""
         if inputs is None:
             return torch.empty(0)
-        from fire_rl.metrics import plasticity_metrics
-
         metrics = plasticity_metrics(entry.online, inputs)
         for key in ("dormant", "srank", "dfi_normalized_mean", "feature_norm", "weight_norm"):
             out[f"{entry.name}/{key}_{when}"] = metrics[key]

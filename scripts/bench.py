@@ -30,12 +30,12 @@ Sections (``--only``; every figure is described in benchmarks/README.md):
 - ``buffer``: resident memory (VmRSS growth) of a real ``AtariReplayBuffer(--buffer-capacity, 1)`` whose pages are all
   written, against capacity x 84 x 84 bytes; batches/s of ``sample(32)`` from a 100k buffer filled through ``add``; and
   the same for the SAC `ReplayBuffer` (batch 256).
-- ``speedups``: candidate fast paths for the updates, each against the agent's eager `update` on the same batch,
-  interleaved round by round so that load on a shared machine hits all alike: fused Adam(W), channels_last, the DQN
-  target forward under `torch.inference_mode`, both SAC critics as one batched module (`TwinSimbaCritic`), bf16
-  autocast, and their combinations; with a parity check after two updates from identical states: the relative
-  difference of the second update's loss and of the parameter change (Q-network; SAC: the actor, whose second step
-  depends on the critics' first).
+- ``speedups``: the agents' fast paths (fused Adam(W), channels_last) and bf16 autocast, each against the eager
+  reference `update` on the same batch, interleaved round by round so that load on a shared machine hits all alike;
+  two candidates measured earlier and dropped for no gain on this CPU (the DQN target forward under
+  `torch.inference_mode`, both SAC critics as one batched module) are in benchmarks/bench_vm.json. Each variant has a
+  parity check after two updates from identical states: the relative difference of the second update's loss and of
+  the parameter change (Q-network; SAC: the actor, whose second step depends on the critics' first).
 
 Timing: `time.perf_counter`. On CUDA the benchmark synchronises only at phase boundaries (and around each timed update
 call), so each phase is charged for the kernels it queued; a real run, which never synchronises there, overlaps them.
@@ -76,7 +76,7 @@ from fire_rl.buffers import AtariReplayBuffer, ReplayBatch, ReplayBuffer
 from fire_rl.envs.atari import episode_stats, make_atari_env, real_next_obs
 from fire_rl.envs.humanoid import make_humanoid_env
 from fire_rl.metrics import plasticity_metrics
-from fire_rl.networks import LAYER_NORM_EPS, QNetwork, RSNorm, SimbaActor, SimbaCritic
+from fire_rl.networks import QNetwork, RSNorm, SimbaActor, SimbaCritic, update_target_
 from fire_rl.regularizers import Regularizer
 from fire_rl.resets import (
     fire_,
@@ -85,7 +85,7 @@ from fire_rl.resets import (
     select_layers,
     shrink_perturb_,
 )
-from fire_rl.runtime import ReplayRatio
+from fire_rl.runtime import ReplayRatio, crossed
 from fire_rl.scheduler import ResetConfig, ResetScheduler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -354,11 +354,6 @@ def bench_peak(device: torch.device, n: int) -> dict:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def crossed(global_step: int, step_size: int, every: int) -> bool:
-    """As the agents: did the last step of `step_size` env steps cross a multiple of `every`? (every=0: never)"""
-    return every > 0 and global_step // every > (global_step - step_size) // every
-
-
 class DqnLoop:
     """The set-up and one loop iteration of ``agents/dqn_atari.py`` (cleanrl preset: one env, MSE, Adam 1e-4), with
     each part of the iteration timed as a phase. The reset scheduler is registered with a FIRE event at the run's
@@ -575,15 +570,9 @@ def bench_dqn_update(dqn: ModuleType, device: torch.device, seconds: float, seed
     out["split_ms"] = dqn_update_split(q_network, target_network, optimizer, data, args.gamma, device)
     # The agent's hard target update (tau = 1, every 1,000 env steps), timed on its own.
     out["target_copy_ms"] = 1e3 * statistics.median(
-        call_times(lambda: target_copy(q_network, target_network, args.tau), device, seconds=0.0, min_calls=20)
+        call_times(lambda: update_target_(target_network, q_network, args.tau), device, seconds=0.0, min_calls=20)
     )
     return out
-
-
-def target_copy(q_network: nn.Module, target_network: nn.Module, tau: float) -> None:
-    """The agent's target update, as written in its loop."""
-    for target_param, param in zip(target_network.parameters(), q_network.parameters()):
-        target_param.data.copy_(tau * param.data + (1.0 - tau) * target_param.data)
 
 
 def dqn_update_split(q_network, target_network, optimizer, data: ReplayBatch, gamma: float, device) -> dict:
@@ -824,9 +813,8 @@ def bench_sac_update(sac: ModuleType, device: torch.device, seconds: float, seed
                     "critic": [args.critic_hidden, args.critic_blocks]}  # fmt: skip
 
     def ema() -> None:
-        with torch.no_grad():
-            for online, target in ((nets["qf1"], nets["qf1_target"]), (nets["qf2"], nets["qf2_target"])):
-                torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), args.tau)
+        update_target_(nets["qf1_target"], nets["qf1"], args.tau)
+        update_target_(nets["qf2_target"], nets["qf2"], args.tau)
 
     out["target_ema_ms"] = 1e3 * statistics.median(call_times(ema, device, seconds=0.0, min_calls=20))
     return out
@@ -1045,55 +1033,32 @@ def bench_buffer(capacity: int, seconds: float, device: torch.device, seed: int)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def dqn_update_inference_target(q_network, target_network, optimizer, regularizer, data, gamma, loss_kind, double_dqn):
-    """The agent's DQN `update` with the target forward under `torch.inference_mode` instead of `torch.no_grad`
-    (no version counters or view tracking on those tensors); the TD target is cloned out of inference mode because
-    autograd saves it for the loss's backward."""
-    with torch.inference_mode():
-        if double_dqn:
-            next_actions = q_network(data.next_observations).argmax(dim=1, keepdim=True)
-            target_max = target_network(data.next_observations).gather(1, next_actions).squeeze(1)
-        else:
-            target_max = target_network(data.next_observations).max(dim=1).values
-        td_target = data.rewards + gamma * target_max * (1.0 - data.dones)
-    td_target = td_target.clone()
-    old_val = q_network(data.observations).gather(1, data.actions.unsqueeze(1)).squeeze(1)
-    loss = F.mse_loss(td_target, old_val) if loss_kind == "mse" else F.smooth_l1_loss(old_val, td_target)
-    optimizer.zero_grad(set_to_none=True)
-    (loss + regularizer.loss("q")).backward()
-    optimizer.step()
-    regularizer.after_step("q")
-    return {"td_loss": loss.detach(), "q_values": old_val.mean().detach()}
-
-
 def bench_dqn_speedups(dqn: ModuleType, device: torch.device, seconds: float, seed: int) -> list[dict]:
     """DQN update variants against the agent's eager update (batch 32), each from the same initial state."""
     args = dqn.resolve_args(dqn.Args(preset="cleanrl"))
     data = dqn_batch(DQN_ACTIONS, DQN_BATCH, device, seed)
-    variants = {  # name: (fused Adam, channels_last, inference-mode target, bf16 autocast)
-        "eager (agent)": (False, False, False, False),
-        "fused Adam": (True, False, False, False),
-        "channels_last": (False, True, False, False),
-        "inference_mode target": (False, False, True, False),
-        "fused + channels_last + inference target": (True, True, True, False),
-        "bf16 autocast": (False, False, False, True),
-        "all four": (True, True, True, True),
+    variants = {  # name: (fused Adam, channels_last, bf16 autocast)
+        "eager (reference)": (False, False, False),
+        "fused Adam": (True, False, False),
+        "channels_last": (False, True, False),
+        "fused + channels_last (agent default)": (True, True, False),
+        "bf16 autocast": (False, False, True),
+        "all three": (True, True, True),
     }
 
-    def build(fused: bool, channels_last: bool, inference_target: bool, bf16: bool) -> tuple[Callable[[], dict], list]:
+    def build(fused: bool, channels_last: bool, bf16: bool) -> tuple[Callable[[], dict], list]:
         q_network, target_network = dqn_networks(device, seed)
         if channels_last:
             q_network.to(memory_format=torch.channels_last)
             target_network.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=args.adam_eps,
                                      fused=fused or None)  # fmt: skip
-        update = dqn_update_inference_target if inference_target else dqn.update
         regularizer = no_regularizer(q=q_network)
 
         def run() -> dict:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                return update(q_network, target_network, optimizer, regularizer, data, args.gamma, args.loss,
-                              args.double_dqn)  # fmt: skip
+                return dqn.update(q_network, target_network, optimizer, regularizer, data, args.gamma, args.loss,
+                                  args.double_dqn)  # fmt: skip
 
         return run, list(q_network.parameters())
 
@@ -1106,7 +1071,7 @@ def bench_dqn_speedups(dqn: ModuleType, device: torch.device, seconds: float, se
         parity[name] = (loss, [p.detach() - p0 for p, p0 in zip(watched, start)])
     fns = {name: build(*flags)[0] for name, flags in variants.items()}
     times = interleaved_times(fns, device, seconds, calls_per_round=3)
-    return speedup_rows(times, parity, "eager (agent)")
+    return speedup_rows(times, parity, "eager (reference)")
 
 
 def speedup_rows(times: dict[str, list[float]], parity: dict[str, tuple], baseline: str) -> list[dict]:
@@ -1129,111 +1094,20 @@ def speedup_rows(times: dict[str, list[float]], parity: dict[str, tuple], baseli
     return rows
 
 
-class TwinSimbaCritic(nn.Module):
-    """Candidate fast path: SAC's two SimBa critics as one module (DESIGN 9, "both critics as one batched matmul").
-
-    Every Linear of the two critics becomes one weight of shape ``(2, d_in, d_out)`` and bias ``(2, 1, d_out)``, applied
-    with one `torch.baddbmm`; every LayerNorm an unscaled `F.layer_norm` followed by per-critic scale and shift
-    ``(2, 1, h)``. Built from two `SimbaCritic` (head_blocks = 0) whose values it copies, so both compute the same
-    function up to float rounding.
-
-    forward(obs ``(B, obs_dim)``, action ``(B, act_dim)``) -> ``(2, B)``: row i is critic i's Q-values.
-
-    Raises:
-        ValueError: critics with head blocks or of different architectures.
-    """
-
-    def __init__(self, qf1: SimbaCritic, qf2: SimbaCritic) -> None:
-        super().__init__()
-        lin1, lin2 = ([m for m in q.modules() if isinstance(m, nn.Linear)] for q in (qf1, qf2))
-        norm1, norm2 = ([m for m in q.modules() if isinstance(m, nn.LayerNorm)] for q in (qf1, qf2))
-        shapes = [(m.weight.shape for m in lin1), (m.weight.shape for m in lin2)]
-        if len(lin1) != len(lin2) or [tuple(s) for s in shapes[0]] != [tuple(s) for s in shapes[1]]:
-            raise ValueError("qf1 and qf2 must have the same architecture")
-        if len(lin1) != 2 * (len(norm1) - 1) + 2:
-            raise ValueError("TwinSimbaCritic needs SimbaCritic(head_blocks=0): embedding, blocks, LayerNorm, head")
-        self.num_blocks = len(norm1) - 1
-        with torch.no_grad():
-            self.weights = nn.ParameterList(
-                torch.stack([a.weight.T, b.weight.T]).contiguous() for a, b in zip(lin1, lin2)
-            )
-            self.biases = nn.ParameterList(torch.stack([a.bias, b.bias])[:, None].clone() for a, b in zip(lin1, lin2))
-            self.scales = nn.ParameterList(
-                torch.stack([a.weight, b.weight])[:, None].clone() for a, b in zip(norm1, norm2)
-            )
-            self.shifts = nn.ParameterList(torch.stack([a.bias, b.bias])[:, None].clone() for a, b in zip(norm1, norm2))
-
-    def _linear(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.biases[i], x, self.weights[i])
-
-    def _norm(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, x.shape[-1:], eps=LAYER_NORM_EPS) * self.scales[i] + self.shifts[i]
-
-    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        x = torch.cat((obs, action), dim=-1)
-        x = self._linear(0, x.expand(2, *x.shape))  # (2, B, h)
-        for b in range(self.num_blocks):
-            x = x + self._linear(2 + 2 * b, F.relu(self._linear(1 + 2 * b, self._norm(b, x))))
-        return self._linear(2 * self.num_blocks + 1, self._norm(self.num_blocks, x)).squeeze(-1)
-
-
-def sac_update_twin(actor, twin, twin_target, rsnorm, log_alpha, optimizers, data, gamma: float, tau: float,
-                    target_entropy: float) -> dict:  # fmt: skip
-    """The agent's SAC `update` (same order, same losses) with both critics in one `TwinSimbaCritic`."""
-    actor_optimizer, q_optimizer, alpha_optimizer = optimizers
-    obs, next_obs = rsnorm(data.observations), rsnorm(data.next_observations)
-
-    alpha = log_alpha.exp().detach()
-    pi, log_pi, _ = actor.sample(obs)
-    twin.requires_grad_(False)
-    min_qf_pi = twin(obs, pi).min(dim=0).values
-    twin.requires_grad_(True)
-    actor_loss = (alpha * log_pi - min_qf_pi).mean()
-    actor_optimizer.zero_grad(set_to_none=True)
-    actor_loss.backward()
-    actor_optimizer.step()
-
-    alpha_loss = (-log_alpha.exp() * (log_pi.detach() + target_entropy)).mean()
-    alpha_optimizer.zero_grad(set_to_none=True)
-    alpha_loss.backward()
-    alpha_optimizer.step()
-
-    with torch.no_grad():
-        next_actions, next_log_pi, _ = actor.sample(next_obs)
-        min_qf_next = twin_target(next_obs, next_actions).min(dim=0).values - log_alpha.exp() * next_log_pi
-        next_q_value = data.rewards + (1.0 - data.dones) * gamma * min_qf_next
-    qf_a_values = twin(obs, data.actions)  # (2, B)
-    qf_losses = (qf_a_values - next_q_value).square().mean(dim=1)  # (2,): each critic's MSE
-    q_optimizer.zero_grad(set_to_none=True)
-    qf_losses.sum().backward()
-    q_optimizer.step()
-
-    with torch.no_grad():
-        torch._foreach_lerp_(list(twin_target.parameters()), list(twin.parameters()), tau)
-    return {"qf1_loss": qf_losses[0].detach(), "qf2_loss": qf_losses[1].detach(), "actor_loss": actor_loss.detach()}
-
-
 def bench_sac_speedups(sac: ModuleType, device: torch.device, seconds: float, seed: int) -> list[dict]:
     """SAC update variants against the agent's eager update (paper widths, batch 256), from the same initial state."""
     args = sac.resolve_args(sac.Args())
     data = sac_batch(SAC_OBS_DIM, SAC_ACT_DIM, SAC_BATCH, device, seed)
-    variants = {  # name: (fused AdamW, twin critics, bf16 autocast)
-        "eager (agent)": (False, False, False),
-        "fused AdamW": (True, False, False),
-        "twin critics (baddbmm)": (False, True, False),
-        "fused + twin": (True, True, False),
-        "bf16 autocast": (False, False, True),
-        "fused + twin + bf16": (True, True, True),
+    variants = {  # name: (fused AdamW, bf16 autocast)
+        "eager (reference)": (False, False),
+        "fused AdamW (agent default)": (True, False),
+        "bf16 autocast": (False, True),
+        "fused + bf16": (True, True),
     }
 
-    def build(fused: bool, twin: bool, bf16: bool) -> tuple[Callable[[], dict], list]:
+    def build(fused: bool, bf16: bool) -> tuple[Callable[[], dict], list]:
         nets = sac_networks(SAC_OBS_DIM, SAC_ACT_DIM, device, seed, args)
-        if twin:
-            critic = TwinSimbaCritic(nets["qf1"], nets["qf2"])
-            critic_target = copy.deepcopy(critic)
-            critic_params = list(critic.parameters())
-        else:
-            critic_params = [*nets["qf1"].parameters(), *nets["qf2"].parameters()]
+        critic_params = [*nets["qf1"].parameters(), *nets["qf2"].parameters()]
         optimizers = sac_optimizers(nets["actor"], critic_params, nets["log_alpha"], args, fused=fused or None)
         nets["optimizers"] = optimizers
         regularizer = no_regularizer(actor=nets["actor"], qf1=nets["qf1"], qf2=nets["qf2"])
@@ -1241,9 +1115,6 @@ def bench_sac_speedups(sac: ModuleType, device: torch.device, seconds: float, se
         def run() -> dict:
             # Same noise in every variant: the parity check compares losses after two updates.
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                if twin:
-                    return sac_update_twin(nets["actor"], critic, critic_target, nets["rsnorm"], nets["log_alpha"],
-                                           optimizers, data, args.gamma, args.tau, nets["target_entropy"])  # fmt: skip
                 return sac_update_call(sac, nets, data, args, regularizer)
 
         # The actor has the same structure in every variant, and its second step depends on the critics' first.
@@ -1260,7 +1131,7 @@ def bench_sac_speedups(sac: ModuleType, device: torch.device, seconds: float, se
         parity[name] = (loss, [p.detach() - p0 for p, p0 in zip(watched, start)])
     fns = {name: build(*flags)[0] for name, flags in variants.items()}
     times = interleaved_times(fns, device, seconds, calls_per_round=1)
-    return speedup_rows(times, parity, "eager (agent)")
+    return speedup_rows(times, parity, "eager (reference)")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1339,7 +1210,7 @@ def print_summary(results: dict) -> None:
               f"{v['batches_per_s']:.0f} batches/s")  # fmt: skip
     if "speedups" in results:
         for kind, rows in results["speedups"].items():
-            print(f"\n{kind.upper()} update variants (interleaved; speedup vs the agent's eager update)")
+            print(f"\n{kind.upper()} update variants (interleaved; speedup vs the eager reference)")
             for row in rows:
                 print(f"  {row['variant']:>42}: {row['median_ms']:8.1f} ms  x{row['speedup']:.2f}  loss rel diff "
                       f"{row['loss_rel_diff']:.1e}  update rel diff {row['update_rel_diff']:.1e}")  # fmt: skip

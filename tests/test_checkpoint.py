@@ -69,3 +69,15 @@ def test_replay_ratio_rejects_non_positive():
     for bad in (0, -1.0):
         with pytest.raises(ValueError, match=f"replay_ratio={bad}"):
             ReplayRatio(bad)
+
+
+def test_non_finite_parameters_are_never_checkpointed(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    net = torch.nn.Linear(3, 2)
+    save_checkpoint(path, {"step": 1}, agent="a", env_id="e", finite={"net": net})
+    with torch.no_grad():
+        net.weight[1, 2] = float("inf")
+    with pytest.raises(FloatingPointError, match=r"net\.weight"):
+        save_checkpoint(path, {"step": 2}, agent="a", env_id="e", finite={"net": net})
+    assert load_checkpoint(path, agent="a")["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]

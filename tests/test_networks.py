@@ -10,7 +10,16 @@ from torch import nn
 from torch.distributions import Independent, Normal, TransformedDistribution
 from torch.distributions.transforms import TanhTransform
 
-from fire_rl.networks import QNetwork, RSNorm, SimbaActor, SimbaBlock, SimbaCritic, SimbaEncoder, he_normal_
+from fire_rl.networks import (
+    QNetwork,
+    RSNorm,
+    SimbaActor,
+    SimbaBlock,
+    SimbaCritic,
+    SimbaEncoder,
+    he_normal_,
+    update_target_,
+)
 from fire_rl.resets.common import fresh_draw, select_layers
 
 
@@ -359,3 +368,16 @@ def test_rsnorm_bad_input():
         norm.update(np.zeros((2, 4)))
     with pytest.raises(ValueError, match=r"\(0, 3\)"):
         norm.update(np.zeros((0, 3)))
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.005, 0.5])
+def test_update_target_is_polyak_averaging(tau):
+    torch.manual_seed(0)
+    online, target = SimbaCritic(5, 2, hidden=8), SimbaCritic(5, 2, hidden=8)
+    before = [p.detach().clone() for p in target.parameters()]
+    update_target_(target, online, tau)
+    for t, o, b in zip(target.parameters(), online.parameters(), before):
+        if tau == 1.0:
+            assert torch.equal(t, o), "tau = 1 is an exact hard copy"
+        else:
+            torch.testing.assert_close(t, tau * o + (1 - tau) * b)

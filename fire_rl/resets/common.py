@@ -113,18 +113,6 @@ def restore_theta0(theta0: dict[str, torch.Tensor], network: nn.Module) -> dict[
     return out
 
 
-def theta0_of(theta0: dict[str, torch.Tensor], layer_name: str, param: str) -> torch.Tensor:
-    """θ₀ of parameter `param` (``"weight"`` / ``"bias"``) of layer `layer_name`.
-
-    Raises:
-        KeyError: θ₀ was captured from another network.
-    """
-    key = f"{layer_name}.{param}"
-    if key not in theta0:
-        raise KeyError(f"theta_0 has no entry {key!r}: was it captured from this network?")
-    return theta0[key]
-
-
 def fresh_draw(network: nn.Module, layer_names: Iterable[str]) -> dict[str, torch.Tensor]:
     """New random parameters for the given layers, drawn the way the network initialises itself.
 
