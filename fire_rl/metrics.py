@@ -13,7 +13,8 @@ This module imports no `fire_rl.resets` (the resets import it); FIRE's scale rul
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -201,6 +202,27 @@ def _unit_activity(h: torch.Tensor, name: str) -> torch.Tensor:
     return a.mean(dim=0) if a.dim() == 2 else a.mean(dim=(0, *range(2, a.dim())))
 
 
+@contextmanager
+def probe_forward(network: nn.Module, eval_mode: bool = True) -> Iterator[list]:
+    """A measuring forward's set-up and clean-up, shared by the metrics and ReDo's tracing.
+
+    Yields a list for the caller's hook handles. Inside, the network is in eval mode if `eval_mode`; on exit, whatever
+    happened, every handle is removed and every submodule's `training` flag restored. Run the forward itself under
+    `torch.no_grad()`.
+    """
+    handles: list = []
+    modes = {m: m.training for m in network.modules()}
+    try:
+        if eval_mode:
+            network.eval()
+        yield handles
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, mode in modes.items():
+            module.training = mode
+
+
 def _forward_capture(
     network: nn.Module,
     inputs: tuple[torch.Tensor, ...],
@@ -217,8 +239,6 @@ def _forward_capture(
     """
     activity: dict[str, list[torch.Tensor]] = {name: [] for name in act_modules}
     captured: list[torch.Tensor] = []
-    handles = []
-    modes = {m: m.training for m in network.modules()}
 
     def act_hook(name: str):
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
@@ -231,20 +251,13 @@ def _forward_capture(
             # Cloned so that a later in-place op in the forward cannot change what we measure.
             captured.append(args[0].detach().clone())
 
-    try:
+    with probe_forward(network, eval_mode) as handles:
         for name, module in act_modules.items():
             handles.append(module.register_forward_hook(act_hook(name)))
         if feature_module is not None:
             handles.append(feature_module.register_forward_pre_hook(pre_hook))
-        if eval_mode:
-            network.eval()
         with torch.no_grad():
             network(*inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, mode in modes.items():
-            module.training = mode
 
     silent = [name for name, acts in activity.items() if not acts]
     if silent and (require_all or len(silent) == len(activity)):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fire_rl.metrics import dormant_scores
+from fire_rl.metrics import dormant_scores, probe_forward
 from fire_rl.resets.common import LayerReport, ResetReport, fresh_draw, layer_kind, resolve_layers
 
 __all__ = ["NeuronPair", "find_neuron_pairs", "redo_"]
@@ -56,8 +56,6 @@ def _leaf_modules(network: nn.Module) -> dict[str, nn.Module]:
 def _trace(network: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[_Call]:
     """Every leaf-module call of one no-grad, eval-mode forward, in call order (modes and hooks restored after)."""
     calls: list[_Call] = []
-    handles = []
-    modes = {m: m.training for m in network.modules()}
 
     def hook(name: str):
         def record(module: nn.Module, args: tuple, output: object) -> None:
@@ -65,17 +63,11 @@ def _trace(network: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[_Call]:
 
         return record
 
-    try:
+    with probe_forward(network, eval_mode=True) as handles:
         for name, module in _leaf_modules(network).items():
             handles.append(module.register_forward_hook(hook(name)))
-        network.eval()
         with torch.no_grad():
             network(*inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, mode in modes.items():
-            module.training = mode
     return calls
 
 
