@@ -122,14 +122,24 @@ def resolve_args(args: Args) -> Args:
 
 def update(actor, qf1, qf2, qf1_target, qf2_target, rsnorm, log_alpha, optimizers, regularizer, data, args,
            target_entropy):  # fmt: skip
-    """One SAC update in SimBa's order: actor, temperature, critics (with the updated actor), target EMA.
+    """One SAC update (Haarnoja et al. 2018) in SimBa's order: actor, temperature, critics (with the updated actor),
+    target EMA (Lee et al. 2024).
 
-    Returns detached tensors (no host sync here). The actor step computes no critic weight-gradients (the critics'
-    parameters are frozen for it) and the temperature loss reuses the actor step's log-probabilities.
+    Args:
+        data: `ReplayBatch` of raw observations and next_observations (B, obs_dim) float32 (normalised here by
+            `rsnorm`), actions (B, act_dim) in [-1, 1], rewards (B,) summed over the action repeat, dones (B,)
+            terminations only (truncation bootstraps).
+        optimizers: (actor, both critics, temperature) optimizers.
+        target_entropy: -target_entropy_scale * |A|.
+
+    Returns:
+        0-dim detached tensors: losses, Q-values, alpha, entropy (no host sync here). The actor step computes no
+        critic weight-gradients (the critics' trainable parameters are frozen for it, parameters frozen by plasticity
+        injection stay frozen) and the temperature loss reuses the actor step's log-probabilities.
     """
     actor_optimizer, q_optimizer, alpha_optimizer = optimizers
     obs, next_obs = rsnorm(data.observations), rsnorm(data.next_observations)
-    critic_params = [*qf1.parameters(), *qf2.parameters()]
+    critic_params = [p for q in (qf1, qf2) for p in q.parameters() if p.requires_grad]
 
     alpha = log_alpha.exp().detach()
     pi, log_pi, _ = actor.sample(obs)
@@ -190,7 +200,16 @@ def evaluate(actor, rsnorm, args: Args, device: torch.device, seed: int) -> list
 
 
 def configure(args: Args):
-    """Check every flag, the env id and the resume path before any work; raises ValueError or CheckpointError."""
+    """Check every flag, the env id and the resume path before any work, and build the training env.
+
+    Returns:
+        (args, device, ResetConfig, Regularizer, checkpoint payload or None, run dir, env).
+
+    Raises:
+        ValueError: a bad flag value or combination, an unknown or discrete-action env id, an unusable run directory.
+        ImportError: a HumanoidBench id without `humanoid_bench` installed (the message says how to install it).
+        CheckpointError: `--resume` names no checkpoint of this agent and env.
+    """
     args = resolve_args(args)
     device = resolve_device(args.device)
     reset_cfg = args.reset_config()
@@ -204,6 +223,11 @@ def configure(args: Args):
 
 def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, checkpoint: dict | None,
           run_dir: Path, env) -> int:  # fmt: skip
+    """Train for `args.total_timesteps` env steps (from the checkpoint's step when resuming).
+
+    Returns 0 when the run finished, 130 when stopped by SIGINT/SIGTERM (after a checkpoint). Raises FloatingPointError
+    on a NaN or Inf in a loss or a reset (the last good checkpoint is kept).
+    """
     obs_dim = env.observation_space.shape[0]
     act_dim = env.action_space.shape[0]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -23,6 +24,15 @@ def run_agent(agent: str, *flags: str, timeout: float = 600, check: bool = True)
         output = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{output}")
     return proc
+
+
+def load_agent(name: str):
+    """Import ``agents/<name>.py`` as a module (to test its `update` functions directly)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "agents" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve their annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

@@ -4,23 +4,14 @@ The agents' `update` functions are imported from the agent files themselves, so 
 """
 
 import copy
-import importlib.util
-import sys
 
 import torch
-from agent_utils import ROOT
+from agent_utils import load_agent
 
 from fire_rl.buffers import ReplayBatch
 from fire_rl.networks import QNetwork, RSNorm, SimbaActor, SimbaCritic
 from fire_rl.regularizers import Regularizer
-
-
-def load_agent(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "agents" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+from fire_rl.resets import capture_theta0, inject_plasticity
 
 
 def dqn_batch(n_actions=4, batch=32, seed=0):
@@ -97,3 +88,27 @@ def test_sac_fused_adamw_matches_eager():
         results.append([*actor.parameters(), *qf1.parameters(), *qf2_t.parameters(), log_alpha])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_sac_update_keeps_injected_heads_frozen():
+    sac = load_agent("sac_simba")
+    args = sac.Args(batch_size=16)
+    torch.manual_seed(0)
+    actor, qf1, qf2 = SimbaActor(6, 2, hidden=8), SimbaCritic(6, 2, hidden=8), SimbaCritic(6, 2, hidden=8)
+    for q in (qf1, qf2):
+        inject_plasticity(q, "head", theta0=capture_theta0(q))
+    qf1_t, qf2_t = copy.deepcopy(qf1), copy.deepcopy(qf2)
+    frozen = {id(p): p.detach().clone() for q in (qf1, qf2) for p in q.parameters() if not p.requires_grad}
+    assert frozen
+    rsnorm = RSNorm(6)
+    log_alpha = torch.tensor(0.01).log().requires_grad_()
+    trainable = [p for q in (qf1, qf2) for p in q.parameters() if p.requires_grad]
+    optimizers = (torch.optim.AdamW(actor.parameters()), torch.optim.AdamW(trainable), torch.optim.AdamW([log_alpha]))
+    data = ReplayBatch(torch.randn(16, 6), torch.rand(16, 2) * 2 - 1, torch.randn(16), torch.randn(16, 6),
+                       torch.zeros(16))  # fmt: skip
+    for _ in range(2):
+        sac.update(actor, qf1, qf2, qf1_t, qf2_t, rsnorm, log_alpha, optimizers, Regularizer(), data, args, -1.0)
+    for q in (qf1, qf2):
+        for p in q.parameters():
+            if id(p) in frozen:
+                assert not p.requires_grad and torch.equal(p, frozen[id(p)]), "a frozen head was unfrozen or moved"
