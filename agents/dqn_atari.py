@@ -153,12 +153,23 @@ def resolve_args(args: Args) -> Args:
 
 
 def linear_schedule(start_e: float, end_e: float, duration: int, t: int) -> float:
+    """Epsilon at env step `t`: linear from `start_e` to `end_e` over `duration` env steps, then flat (CleanRL)."""
     slope = (end_e - start_e) / duration
     return max(slope * t + start_e, end_e)
 
 
 def update(q_network, target_network, optimizer, regularizer, data, gamma: float, loss_kind: str, double_dqn: bool):
-    """One gradient update on a batch; returns detached tensors (no host sync here)."""
+    """One DQN gradient update (Mnih et al. 2015; Double DQN: van Hasselt et al. 2016) on a replay batch.
+
+    Args:
+        data: `ReplayBatch` with observations and next_observations (B, 4, 84, 84) uint8, actions (B,) int64,
+            rewards (B,) float32 (clipped by the env) and dones (B,) float32 (terminations only: truncation bootstraps).
+        loss_kind: ``"mse"`` (CleanRL) or ``"huber"`` (smooth L1, δ = 1; the official FIRE DQN).
+        regularizer: its loss term is added before `backward()` and its `after_step` runs after `optimizer.step()`.
+
+    Returns:
+        ``{"td_loss", "q_values"}``: 0-dim detached tensors (no host sync here; the loop reads them every 100 updates).
+    """
     with torch.no_grad():
         if double_dqn:
             next_actions = q_network(data.next_observations).argmax(dim=1, keepdim=True)
@@ -194,7 +205,15 @@ def evaluate(q_network, args: Args, device: torch.device, seed: int) -> list[flo
 
 
 def configure(args: Args):
-    """Check every flag, the env id and the resume path before any work; raises ValueError or CheckpointError."""
+    """Check every flag, the env id and the resume path before any work, and build the training envs.
+
+    Returns:
+        (args with preset values filled, device, ResetConfig, Regularizer, checkpoint payload or None, run dir, envs).
+
+    Raises:
+        ValueError: a bad flag value or combination, an unknown env id, an unusable run directory.
+        CheckpointError: `--resume` names no checkpoint of this agent and env.
+    """
     args = resolve_args(args)
     device = resolve_device(args.device)
     reset_cfg = args.reset_config()
@@ -208,6 +227,11 @@ def configure(args: Args):
 
 def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, checkpoint: dict | None,
           run_dir: Path, envs) -> int:  # fmt: skip
+    """Train for `args.total_timesteps` env steps (from the checkpoint's step when resuming).
+
+    Returns 0 when the run finished, 130 when stopped by SIGINT/SIGTERM (after a checkpoint). Raises FloatingPointError
+    on a NaN or Inf in a loss, a Q-value or a reset (the last good checkpoint is kept).
+    """
     n_actions = int(envs.single_action_space.n)
     mem = AtariReplayBuffer.memory_bytes(args.buffer_size, args.num_envs)
     print(memory_report(f"replay buffer of {args.buffer_size:,} env steps", mem), flush=True)
