@@ -83,9 +83,10 @@ def test_paper_dqn_fire_recipe():
             small = slices if slices.shape[-2] <= slices.shape[-1] else slices.mT
             gram = small @ small.mT
             eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
-            # 10 Newton-Schulz steps leave small singular values of square slices short of 1, so check the
-            # result equals the kernel applied to the trained slices rather than exact orthogonality.
-            assert torch.isfinite(gram).all() and (gram - eye).abs().max() < 1.0
+            # 10 Newton-Schulz steps orthogonalise the thin slices of conv 1 (32 x 4) fully but leave small singular
+            # values of the square 64 x 64 slices short of 1 (test_fire_conv_equals_polar checks those exactly).
+            bound = 1e-3 if name == "encoder.0" else 1.0
+            assert torch.isfinite(gram).all() and (gram - eye).abs().max() < bound, name
         if isinstance(m, torch.nn.Linear):
             assert torch.equal(m.weight, theta0[f"{name}.weight"]) and torch.equal(m.bias, theta0[f"{name}.bias"])
     for n, b in conv_biases.items():
