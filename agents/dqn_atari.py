@@ -378,12 +378,13 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
                     writer.add_scalar(f"plasticity/{key}", value, global_step)
                 for key, value in regularizer.log_scalars().items():
                     writer.add_scalar(key, value, global_step)
-            if crossed(global_step, args.num_envs, args.eval_every):
+            done = global_step >= args.total_timesteps  # the last step also evaluates and checkpoints
+            if crossed(global_step, args.num_envs, args.eval_every) or (done and args.eval_every):
                 eval_returns = evaluate(q_network, args, device, seed=args.seed + 10_000 + global_step)
                 writer.add_scalar("eval/episodic_return", float(np.mean(eval_returns)), global_step)
-            if crossed(global_step, args.num_envs, args.checkpoint_every):
-                save("periodic")
-            if stop.requested:
+            if crossed(global_step, args.num_envs, args.checkpoint_every) or done:
+                save("final" if done else "periodic")
+            if stop.requested and not done:
                 save(f"{stop.requested}")
                 writer.close()
                 envs.close()
@@ -392,10 +393,6 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
                 return 130
 
     progress.close()
-    if args.eval_episodes and args.eval_every:
-        eval_returns = evaluate(q_network, args, device, seed=args.seed + 10_000 + global_step)
-        writer.add_scalar("eval/episodic_return", float(np.mean(eval_returns)), global_step)
-    save("final")
     if args.save_model:
         torch.save(q_network.state_dict(), run_dir / f"{args.exp_name}.cleanrl_model")
     result = {"finished": True, "global_step": global_step, "update_step": update_step, "resets": len(scheduler.events)}

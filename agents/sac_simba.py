@@ -400,12 +400,13 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
                         writer.add_scalar(f"plasticity/{name}/{key}", value, global_step)
                 for key, value in regularizer.log_scalars().items():
                     writer.add_scalar(key, value, global_step)
-            if crossed(global_step, step_size, args.eval_every):
+            done = global_step >= args.total_timesteps  # the last step also evaluates and checkpoints
+            if crossed(global_step, step_size, args.eval_every) or (done and args.eval_every):
                 eval_returns = evaluate(actor, rsnorm, args, device, seed=args.seed + 10_000 + global_step)
                 writer.add_scalar("eval/episodic_return", float(np.mean(eval_returns)), global_step)
-            if crossed(global_step, step_size, args.checkpoint_every):
-                save("periodic")
-            if stop.requested:
+            if crossed(global_step, step_size, args.checkpoint_every) or done:
+                save("final" if done else "periodic")
+            if stop.requested and not done:
                 save(f"{stop.requested}")
                 writer.close()
                 env.close()
@@ -414,10 +415,6 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
                 return 130
 
     progress.close()
-    if args.eval_every:
-        eval_returns = evaluate(actor, rsnorm, args, device, seed=args.seed + 10_000 + global_step)
-        writer.add_scalar("eval/episodic_return", float(np.mean(eval_returns)), global_step)
-    save("final")
     result = {"finished": True, "global_step": global_step, "update_step": update_step, "resets": len(scheduler.events)}
     write_json_atomic(run_dir / "result.json", result)
     env.close()

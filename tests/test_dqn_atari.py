@@ -19,6 +19,7 @@ def test_fire_reset_end_to_end(tmp_path):
                 "eval/episodic_return"]:  # fmt: skip
         assert tag in tags, f"missing tag {tag}; have {sorted(tags)}"
     assert [s for s, _ in tags["reset/event"]] == [240]
+    assert [s for s, _ in tags["eval/episodic_return"]] == [240], "the last step evaluates once, not twice"
     events = reset_events(run_dir)
     assert len(events) == 1 and events[0]["global_step"] == 240 and events[0]["update_step"] == 160
     assert events[0]["scalars"]["q/encoder.0/dfi_after"] < 1e-3 * events[0]["scalars"]["q/encoder.0/dfi_before"]
