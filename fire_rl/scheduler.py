@@ -152,14 +152,17 @@ class ResetConfig:
 
     @property
     def enabled(self) -> bool:
+        """Whether any reset is configured (method other than none)."""
         return self.method != "none"
 
     def target_policy(self) -> str:
+        """`target`, or the recipe's choice: copy (keep for ReDo, whose targets follow the agent's target updates)."""
         if self.target is not None:
             return self.target
         return "keep" if self.method == "redo" else "copy"  # ReDo leaves the target to the agent's target updates
 
     def optimizer_policy(self) -> str:
+        """`optimizer`, or the recipe's choice: rebuild for paper-sac, keep otherwise."""
         if self.optimizer is not None:
             return self.optimizer
         if self.recipe == "paper-sac":
@@ -167,6 +170,7 @@ class ResetConfig:
         return "keep"
 
     def temperature_policy(self) -> str:
+        """`temperature`, or the recipe's choice: reset for paper-sac, keep otherwise."""
         if self.temperature is not None:
             return self.temperature
         return "reset" if self.recipe == "paper-sac" else "keep"
@@ -327,6 +331,7 @@ class ResetScheduler:
         self.temperature = _Temperature(log_alpha, log_alpha.detach().clone(), optimizer)
 
     def theta0(self, name: str) -> dict[str, torch.Tensor]:
+        """θ₀ of the network registered as `name` (``{parameter name: tensor}``)."""
         return self.entries[name].theta0
 
     # ---- schedule -----------------------------------------------------------------------------------------------
