@@ -142,9 +142,11 @@ class QNetwork(nn.Module):
         if x.dim() != 4:
             raise ValueError(f"QNetwork expects a (B, C, 84, 84) batch, got shape {tuple(x.shape)}")
         conv1 = self.encoder[0]
-        x = x.to(conv1.weight.dtype) / 255.0
+        # Change the layout while the pixels are still uint8 (a quarter of the bytes), then convert and scale in one
+        # fresh float tensor: one pass fewer than `.to() / 255` followed by a layout copy, and the same values.
         if conv1.weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
+        x = x.to(conv1.weight.dtype, copy=True).div_(255.0)
         return self.head(self.encoder(x))
 
 

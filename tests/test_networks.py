@@ -63,6 +63,17 @@ def test_qnetwork_divides_by_255():
     torch.testing.assert_close(net(x).double(), h, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_qnetwork_leaves_a_float_input_untouched(channels_last):
+    # The input is scaled in place after its copy: a float batch already in the parameters' dtype must not be the
+    # tensor scaled.
+    net = QNetwork(3).to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    x = torch.randint(0, 256, (2, 4, 84, 84)).float()
+    before = x.clone()
+    torch.testing.assert_close(net(x), net(x.to(torch.uint8)), rtol=0, atol=0)
+    assert torch.equal(x, before)
+
+
 def test_qnetwork_xavier_init():
     torch.manual_seed(1)
     net = QNetwork(6, init="xavier")
