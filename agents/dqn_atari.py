@@ -2,9 +2,11 @@
 # CleanRL-style single file: Args, the update, then the loop, read top to bottom.
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -116,6 +118,9 @@ class Args(PlasticityArgs, RunArgs):
     """fused Adam kernel (about 1.2x per update on CPU); --no-fused-adam runs PyTorch's default path, the reference"""
     channels_last: bool = True
     """channels_last memory format for the convs (about 1.1x on CPU); --no-channels-last runs the reference layout"""
+    overlap: bool = False
+    """run each env step's gradient updates in a background thread while the next env steps are acted and played
+    (a second core works); actions then come from the weights one update step older than without it (README)"""
 
     # Resets and per-step methods: the flags of fire_rl.cli.PlasticityArgs (--reset, --reset-at, --regularizer, ...)
     reset_recipe: Literal["paper-dqn", "custom"] = "paper-dqn"
@@ -269,6 +274,11 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
     scheduler.add_network("q", q_network, target=target_network, optimizer=optimizer, probe=probe)
     regularizer.add_network("q", q_network, scheduler.theta0("q"))
     replay = ReplayRatio(args.replay_ratio)
+    # --overlap: `actor` acts while the updates of the last learning step run on `q_network` in the background; it
+    # takes the new weights when the next learning step starts (one learning step of lag, never a torn read).
+    actor = copy.deepcopy(q_network) if args.overlap else q_network
+    learner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner") if args.overlap else None
+    job: Future | None = None
     rng = np.random.default_rng(args.seed)  # exploration
     global_step, update_step = 0, 0
     learning_starts = args.learning_starts
@@ -281,6 +291,10 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
         regularizer.load_state_dict(checkpoint["regularizer"])
         if "buffer" in checkpoint:
             rb.load_state_dict(checkpoint["buffer"])
+        if args.overlap:
+            actor = copy.deepcopy(q_network)  # after the scheduler re-applied any plasticity injection
+            if "actor" in checkpoint:
+                actor.load_state_dict(checkpoint["actor"])
         set_rng_state(checkpoint["rng"])
         rng.bit_generator.state = checkpoint["exploration_rng"]
         global_step, update_step = checkpoint["global_step"], checkpoint["update_step"]
@@ -288,7 +302,38 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
             learning_starts = global_step + max(args.batch_size, min(args.learning_starts, args.buffer_size))
         print(f"resumed {run_dir} at env step {global_step:,} (update {update_step:,})", flush=True)
 
+    def learn(batches: list, first_update: int, step: int, epsilon: float, copy_target: bool) -> None:
+        """The gradient updates of env step `step` (update numbers first_update + 1, ...), then the target update."""
+        for i, data in enumerate(batches):
+            stats = update(q_network, target_network, optimizer, regularizer, data, args.gamma, args.loss,
+                           args.double_dqn)  # fmt: skip
+            if (first_update + i + 1) % 100 == 0:
+                td_loss, q_mean = (float(v) for v in torch.stack([stats["td_loss"], stats["q_values"]]).tolist())
+                if not (np.isfinite(td_loss) and np.isfinite(q_mean)):
+                    raise FloatingPointError(
+                        f"losses/td_loss={td_loss} losses/q_values={q_mean} at env step {step}, update "
+                        f"{first_update + i + 1}; the last good checkpoint is {run_dir / 'checkpoint.pt'}"
+                    )
+                sps = int((step - sps_step) / (time.time() - start_time))
+                writer.add_scalar("losses/td_loss", td_loss, step)
+                writer.add_scalar("losses/q_values", q_mean, step)
+                writer.add_scalar("charts/SPS", sps, step)
+                writer.add_scalar("charts/epsilon", epsilon, step)
+                writer.add_scalar("charts/update_step", first_update + i + 1, step)
+                progress.set_postfix(sps=sps, ret=f"{last_return:.1f}", upd=first_update + i + 1, refresh=False)
+        if copy_target:
+            update_target_(target_network, q_network, args.tau)
+
+    def finish_learning() -> None:
+        """--overlap: wait for the background updates (they may raise FloatingPointError) before the networks are read
+        or changed here."""
+        nonlocal job
+        if job is not None:
+            job, running = None, job
+            running.result()
+
     def save(tag: str) -> None:
+        finish_learning()
         payload = {
             "args": asdict(args), "global_step": global_step, "update_step": update_step,
             "q_network": q_network.state_dict(), "target_network": target_network.state_dict(),
@@ -296,6 +341,8 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
             "replay_ratio": replay.state_dict(), "regularizer": regularizer.state_dict(), "rng": get_rng_state(),
             "exploration_rng": rng.bit_generator.state, "env_state": get_env_state(envs), "obs": obs,
         }  # fmt: skip
+        if args.overlap:
+            payload["actor"] = actor.state_dict()
         if args.save_buffer:
             payload["buffer"] = rb.state_dict()
         save_checkpoint(run_dir / "checkpoint.pt", payload, agent=AGENT, env_id=args.env_id,
@@ -310,7 +357,7 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
     else:
         obs, _ = envs.reset(seed=args.seed)
     start_time, sps_step = time.time(), global_step
-    last_return, stats = float("nan"), None
+    last_return = float("nan")
     progress = tqdm(
         total=args.total_timesteps,
         initial=global_step,
@@ -327,7 +374,7 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
                 actions = rng.integers(n_actions, size=args.num_envs)
             else:
                 with torch.inference_mode():
-                    q_values = q_network(torch.as_tensor(obs, device=device))
+                    q_values = actor(torch.as_tensor(obs, device=device))
                 actions = q_values.argmax(dim=1).cpu().numpy()
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)
             global_step += args.num_envs
@@ -344,48 +391,44 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
             obs = next_obs
 
             if global_step > learning_starts:
-                for _ in range(replay.updates(args.num_envs)):
-                    stats = update(q_network, target_network, optimizer, regularizer, rb.sample(args.batch_size),
-                                   args.gamma, args.loss, args.double_dqn)  # fmt: skip
-                    update_step += 1
-                    if update_step % 100 == 0:
-                        td_loss, q_mean = (
-                            float(v) for v in torch.stack([stats["td_loss"], stats["q_values"]]).tolist()
-                        )
-                        if not (np.isfinite(td_loss) and np.isfinite(q_mean)):
-                            raise FloatingPointError(
-                                f"losses/td_loss={td_loss} losses/q_values={q_mean} at env step {global_step}, "
-                                f"update {update_step}; the last good checkpoint is {run_dir / 'checkpoint.pt'}"
-                            )
-                        sps = int((global_step - sps_step) / (time.time() - start_time))
-                        writer.add_scalar("losses/td_loss", td_loss, global_step)
-                        writer.add_scalar("losses/q_values", q_mean, global_step)
-                        writer.add_scalar("charts/SPS", sps, global_step)
-                        writer.add_scalar("charts/epsilon", epsilon, global_step)
-                        writer.add_scalar("charts/update_step", update_step, global_step)
-                        progress.set_postfix(sps=sps, ret=f"{last_return:.1f}", upd=update_step, refresh=False)
-                if crossed(global_step, args.num_envs, args.target_network_frequency):
-                    update_target_(target_network, q_network, args.tau)
+                # Batches are drawn here, in the loop's order, so --overlap trains on exactly the same batches.
+                batches = [rb.sample(args.batch_size) for _ in range(replay.updates(args.num_envs))]
+                copy_target = crossed(global_step, args.num_envs, args.target_network_frequency)
+                if not args.overlap:
+                    learn(batches, update_step, global_step, epsilon, copy_target)
+                elif batches or copy_target:
+                    finish_learning()
+                    update_target_(actor, q_network, 1.0)  # act with the weights of the updates just finished
+                    job = learner.submit(learn, batches, update_step, global_step, epsilon, copy_target)
+                update_step += len(batches)
 
+            if scheduler.due(global_step):
+                finish_learning()
             if (event := scheduler.step(global_step, update_step)) is not None:
                 regularizer.on_reset()
+                if args.overlap:  # plasticity injection changes the parameter set: the actor takes the new one
+                    actor = copy.deepcopy(q_network)
                 tqdm.write(
                     f"{args.reset} reset at env step {global_step:,} (update {update_step:,}): {event.seconds:.2f} s"
                 )
 
             if crossed(global_step, args.num_envs, args.metrics_every) and len(rb) >= args.batch_size:
+                finish_learning()
                 for key, value in plasticity_metrics(q_network, rb.sample(min(256, len(rb))).observations).items():
                     writer.add_scalar(f"plasticity/{key}", value, global_step)
                 for key, value in regularizer.log_scalars().items():
                     writer.add_scalar(key, value, global_step)
             done = global_step >= args.total_timesteps  # the last step also evaluates and checkpoints
             if crossed(global_step, args.num_envs, args.eval_every) or (done and args.eval_every):
+                finish_learning()
                 eval_returns = evaluate(q_network, args, device, seed=args.seed + 10_000 + global_step)
                 writer.add_scalar("eval/episodic_return", float(np.mean(eval_returns)), global_step)
             if crossed(global_step, args.num_envs, args.checkpoint_every) or done:
                 save("final" if done else "periodic")
             if stop.requested and not done:
                 save(f"{stop.requested}")
+                if learner is not None:
+                    learner.shutdown()
                 writer.close()
                 envs.close()
                 progress.close()
@@ -393,6 +436,8 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
                 return 130
 
     progress.close()
+    if learner is not None:
+        learner.shutdown()
     if args.save_model:
         torch.save(q_network.state_dict(), run_dir / f"{args.exp_name}.cleanrl_model")
     result = {"finished": True, "global_step": global_step, "update_step": update_step, "resets": len(scheduler.events)}

@@ -354,6 +354,10 @@ class ResetScheduler:
             self._next = self._next_point()
         return pts
 
+    def due(self, global_step: int) -> bool:
+        """Whether `step(global_step, ...)` would apply a reset (a loop that trains in the background waits first)."""
+        return global_step >= self._next
+
     def step(self, global_step: int, update_step: int) -> ResetEvent | None:
         """Call once per loop iteration with the current env step count. Applies one reset if `global_step` crossed a
         scheduled point since the last call (several points crossed by one jump are covered by one reset and all

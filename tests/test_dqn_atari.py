@@ -88,3 +88,31 @@ def test_redo_with_swr_end_to_end(tmp_path):
 def test_regularizer_cannot_combine_with_injection(tmp_path):
     proc = run_agent("dqn_atari", "--reset", "pi", "--regularizer", "l2init", check=False, timeout=120)
     assert proc.returncode == 2 and "--regularizer=l2init" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("method", "ratio"), [("fire", "0.5"), ("pi", "1")])
+def test_overlap_trains_on_the_same_batches(tmp_path, method, ratio):
+    # With epsilon 1 no action reads the weights, so the games, the buffer and the batches are those of the serial
+    # loop: the background learner must then end with the serial loop's networks, optimizer and scalars, bit for bit,
+    # through target copies, a reset (plasticity injection changes the parameter set) and metrics.
+    flags = ["--env-id", "ALE/Breakout-v5", "--total-timesteps", "260", "--learning-starts", "40", "--buffer-size",
+             "1000", "--batch-size", "8", "--replay-ratio", ratio, "--target-network-frequency", "30", "--start-e",
+             "1", "--end-e", "1", "--metrics-every", "70", "--reset", method, "--reset-at", "120"]  # fmt: skip
+    serial, overlap = tmp_path / "serial", tmp_path / "overlap"
+    run_agent("dqn_atari", *flags, "--run-dir", str(serial))
+    run_agent("dqn_atari", *flags, "--overlap", "--run-dir", str(overlap))
+    a, b = checkpoint(serial), checkpoint(overlap)
+    assert a["update_step"] == b["update_step"] > 0
+    for key in ["q_network", "target_network"]:
+        for name, value in a[key].items():
+            assert torch.equal(value, b[key][name]), f"{key}.{name} differs with --overlap"
+    for s_a, s_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert all(torch.equal(s_a[k], s_b[k]) for k in s_a)
+    # The actor's weights were taken from the online network at the last learning step, so every update since then is
+    # missing from them: at replay ratio 1 the last step's update.
+    assert "actor" in b and "actor" not in a
+    assert any(not torch.equal(b["actor"][name], value) for name, value in b["q_network"].items())
+    sa, sb = scalars(serial), scalars(overlap)
+    for tag in ["losses/td_loss", "losses/q_values", "plasticity/srank", "reset/event"]:
+        assert sa[tag] == sb[tag], tag
+    assert [e["global_step"] for e in reset_events(overlap)] == [120]

@@ -65,6 +65,17 @@ def test_dqn_resume_is_exact(tmp_path, method):
     assert_same(events_a, events_b, "resets.jsonl")
 
 
+@pytest.mark.parametrize("method", ["fire", "pi"])
+def test_dqn_overlap_resume_is_exact(tmp_path, method):
+    # --overlap: the checkpoint waits for the background updates and keeps the actor's (older) weights.
+    straight, resumed = straight_and_resumed(tmp_path, "dqn_atari", [*DQN, "--reset", method, "--overlap"], 80)
+    a, b = checkpoint(straight), checkpoint(resumed)
+    assert a["global_step"] == b["global_step"] == 160 and a["update_step"] == b["update_step"] == 120
+    assert "actor" in a
+    assert_same(a, b)
+    assert_same(reset_events(straight), reset_events(resumed), "resets.jsonl")
+
+
 @pytest.mark.parametrize("method", ["fire", "sp", "full", "pi"])
 def test_sac_resume_is_exact(tmp_path, method):
     straight, resumed = straight_and_resumed(tmp_path, "sac_simba", [*SAC, "--reset", method], 100)
