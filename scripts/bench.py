@@ -572,6 +572,70 @@ def bench_dqn_update(dqn: ModuleType, device: torch.device, seconds: float, seed
     out["target_copy_ms"] = 1e3 * statistics.median(
         call_times(lambda: update_target_(target_network, q_network, args.tau), device, seconds=0.0, min_calls=20)
     )
+    if device.type == "cpu":
+        out["op_profile"] = dqn_op_profile(dqn, args, data, seed, peak)
+    return out
+
+
+# Each aten op's self time goes to one group; the FLOP-carrying groups get a rate.
+OP_GROUPS = {
+    "conv_forward": ("aten::mkldnn_convolution", "aten::_convolution", "aten::convolution", "aten::conv2d"),
+    "conv_backward": ("aten::convolution_backward",),
+    "gemm": ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear"),
+    "optimizer": ("aten::_fused_adam_", "aten::_fused_adamw_"),
+    "copies": ("aten::copy_", "aten::clone", "aten::_to_copy", "aten::contiguous"),
+}
+
+
+def dqn_op_profile(dqn: ModuleType, args, data: ReplayBatch, seed: int, peak: dict | None, calls: int = 10) -> dict:
+    """Where the agent's default update (fused Adam, channels_last) spends its time on CPU: torch.profiler self time
+    of every aten op over `calls` updates, grouped (`OP_GROUPS`; the rest is element-wise work: ReLU and its
+    gradient, the input scaling, the loss), in ms per update, with the GFLOP/s of the convolutions and GEMMs.
+
+    FLOPs per update at batch B, from the layer shapes: conv forward 2 x 2B x MACs(convs) (target and online);
+    conv backward 2B x (2 MACs(convs) - MACs(conv1)) (weight gradients of all, input gradients of conv2 and conv3);
+    GEMM 2B x 4 MACs(linears) (target and online forward, weight and input gradients).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    q_network, target_network = (
+        net.to(memory_format=torch.channels_last) for net in dqn_networks(torch.device("cpu"), seed)
+    )
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
+    regularizer = no_regularizer(q=q_network)
+
+    def one_update() -> None:
+        dqn.update(q_network, target_network, optimizer, regularizer, data, args.gamma, args.loss, args.double_dqn)
+
+    for _ in range(3):
+        one_update()
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            one_update()
+    wall_ms = 1e3 * (time.perf_counter() - start) / calls
+    ms: dict[str, float] = defaultdict(float)
+    for event in prof.key_averages():
+        group = next((g for g, names in OP_GROUPS.items() if event.key in names), "elementwise_other")
+        ms[group] += event.self_cpu_time_total / 1e3 / calls
+    macs = layer_macs(q_network, torch.zeros(1, 4, 84, 84, dtype=torch.uint8))
+    conv = [m for name, m in macs if name.startswith("encoder")]
+    linear = sum(m for name, m in macs if name.startswith("head"))
+    batch = data.observations.shape[0]
+    flops = {
+        "conv_forward": 2 * 2 * batch * sum(conv),
+        "conv_backward": 2 * batch * (2 * sum(conv) - conv[0]),
+        "gemm": 2 * batch * 4 * linear,
+    }
+    out = {
+        "config": "fused Adam + channels_last (the agent's defaults), batch 32",
+        "wall_ms_per_update_profiled": wall_ms,
+        "ms_per_update": dict(ms),
+        "share_pct": {g: 100.0 * v / sum(ms.values()) for g, v in ms.items()},
+        "gflops": {g: flops[g] / (ms[g] / 1e3) / 1e9 for g in flops if ms[g] > 0},
+    }
+    if peak is not None:
+        out["pct_of_peak"] = {g: 100.0 * v / peak["peak_gflops"] for g, v in out["gflops"].items()}
     return out
 
 
@@ -1184,6 +1248,11 @@ def print_summary(results: dict) -> None:
         if "split_ms" in u:
             print("  split: " + ", ".join(f"{k} {v:.1f} ms" for k, v in u["split_ms"].items())
                   + f"; target copy {u['target_copy_ms']:.2f} ms")  # fmt: skip
+        if "op_profile" in u:
+            prof = u["op_profile"]
+            print(f"  profile of the default update ({prof['wall_ms_per_update_profiled']:.1f} ms): "
+                  + ", ".join(f"{g} {v:.1f} ms" for g, v in sorted(prof["ms_per_update"].items(), key=lambda x: -x[1]))
+                  + "; " + ", ".join(f"{g} {v:.0f} GFLOP/s" for g, v in prof["gflops"].items()))  # fmt: skip
         if "target_ema_ms" in u:
             print(f"  target EMA (inside update) {u['target_ema_ms']:.2f} ms")
     if "resets" in results:

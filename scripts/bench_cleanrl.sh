@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Side by side: env steps/s of CleanRL's cleanrl/dqn_atari.py and of our agents/dqn_atari.py with the same settings
-# (BreakoutNoFrameskip-v4, one env, replay ratio 0.25, learning from env step 1,000), run back to back on one thread.
+# (BreakoutNoFrameskip-v4, one env, replay ratio 0.25, learning from env step 1,000), run back to back with one torch
+# thread each: CleanRL, ours (the serial loop, CleanRL's order), ours with --overlap (updates in a background thread,
+# acting one learning step behind).
 # How to set CleanRL up and read the output: benchmarks/README.md, "CleanRL side by side".
 #
 # It fetches nothing and copies no CleanRL code: give it a CleanRL checkout and a Python that runs it.
@@ -55,17 +57,20 @@ runpy.run_path('cleanrl/dqn_atari.py', run_name='__main__')
 CLEANRL_RUN=$(ls -td "$CLEANRL_DIR"/runs/BreakoutNoFrameskip-v4__bench_cleanrl__* | head -1)
 echo "load average between: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT_DIR/load.txt"
 
-echo "== ours agents/dqn_atari.py, $TOTAL env steps"
-(
-    cd "$REPO"
-    "$OURS_PYTHON" agents/dqn_atari.py --env-id BreakoutNoFrameskip-v4 --learning-starts "$LEARNING_STARTS" \
-        --total-timesteps "$TOTAL" --buffer-size "$BUFFER_SIZE" --threads 1 --device cpu --run-dir "$OUT_DIR/ours"
-) > "$OUT_DIR/ours.log" 2>&1
-echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT_DIR/load.txt"
+for variant in ours overlap; do
+    echo "== $variant agents/dqn_atari.py, $TOTAL env steps"
+    (
+        cd "$REPO"
+        "$OURS_PYTHON" agents/dqn_atari.py --env-id BreakoutNoFrameskip-v4 --learning-starts "$LEARNING_STARTS" \
+            --total-timesteps "$TOTAL" --buffer-size "$BUFFER_SIZE" --threads 1 --device cpu \
+            --run-dir "$OUT_DIR/$variant" $([[ $variant == overlap ]] && echo --overlap)
+    ) > "$OUT_DIR/$variant.log" 2>&1
+    echo "load average after $variant: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT_DIR/load.txt"
+done
 
 # Both scripts log charts/SPS = env steps since the start / seconds since the start. The learning-phase rate comes
 # from the wall-clock stamps of those events: (last step - first step) / (last stamp - first stamp).
-"$OURS_PYTHON" - "$CLEANRL_RUN" "$OUT_DIR/ours" "$OUT_DIR/summary.json" <<'EOF'
+"$OURS_PYTHON" - "$CLEANRL_RUN" "$OUT_DIR/ours" "$OUT_DIR/overlap" "$OUT_DIR/summary.json" <<'EOF'
 import json
 import sys
 
@@ -85,16 +90,20 @@ def rates(run_dir):
     }
 
 
-cleanrl, ours = rates(sys.argv[1]), rates(sys.argv[2])
-summary = {"cleanrl": cleanrl, "ours": ours,
-           "ratio_overall": ours["sps_overall"] / cleanrl["sps_overall"],
-           "ratio_learning": ours["sps_learning"] / cleanrl["sps_learning"]}
-with open(sys.argv[3], "w") as f:
+summary = {"cleanrl": rates(sys.argv[1]), "ours": rates(sys.argv[2]), "overlap": rates(sys.argv[3])}
+for name in ("ours", "overlap"):
+    for key in ("overall", "learning"):
+        summary[f"ratio_{key}" + ("" if name == "ours" else "_overlap")] = (
+            summary[name][f"sps_{key}"] / summary["cleanrl"][f"sps_{key}"]
+        )
+with open(sys.argv[4], "w") as f:
     json.dump(summary, f, indent=2)
-for name in ("cleanrl", "ours"):
+for name in ("cleanrl", "ours", "overlap"):
     r = summary[name]
     print(f"{name:>8}: {r['sps_overall']:7.1f} env steps/s overall, {r['sps_learning']:7.1f} while learning "
           f"(env steps {r['steps'][0]}-{r['steps'][1]})")
 print(f"   ratio: {summary['ratio_overall']:.2f}x overall, {summary['ratio_learning']:.2f}x while learning")
+print(f"   ratio with --overlap: {summary['ratio_overall_overlap']:.2f}x overall, "
+      f"{summary['ratio_learning_overlap']:.2f}x while learning")
 EOF
 echo "logs and runs in $OUT_DIR"
