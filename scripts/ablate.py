@@ -35,9 +35,25 @@ whose run directory holds ``result.json`` with ``"finished": true``), resumes ev
 ``checkpoint.pt`` (same command plus ``--resume RUN_DIR``), and starts the rest afresh (a run directory without a
 checkpoint is deleted first: it holds nothing to resume and its event files would mix with the new ones). Within one
 invocation a failed or timed-out run is tried again up to ``--max-retries`` times (resuming from its checkpoint when
-it has one). ``--run-timeout`` stops a run that takes longer (SIGTERM, then SIGKILL after ``--stop-grace`` seconds).
-Ctrl-C or SIGTERM stops the sweep: every running agent gets SIGTERM (the agents save a checkpoint and exit), SIGKILL
-after ``--stop-grace`` seconds or a second Ctrl-C; the manifest records them as ``interrupted``; exit code 130.
+it has one). Faults:
+
+- An agent killed (``kill -9``, out of memory) or crashing: its attempt is ``failed`` with its exit code (``-9``); the
+  other runs go on, and the retry resumes from the agent's last periodic checkpoint (``--checkpoint-every``).
+- A run that hangs (or is just slow) past ``--run-timeout`` seconds: SIGTERM to its process group, SIGKILL after
+  ``--stop-grace`` seconds (a hung process may ignore SIGTERM); ``timeout``, retried like a failure.
+- The runner itself killed (``kill -9``, a lost terminal): on Linux every agent is started with a parent-death signal
+  (``prctl(PR_SET_PDEATHSIG, SIGTERM)``), so the kernel sends it SIGTERM when its runner (or, with Ray, its Ray
+  worker) dies; it saves a checkpoint and exits 130 within seconds instead of running on unsupervised. The manifest
+  still says ``running`` for them; the re-run waits up to ``--stop-grace`` seconds for such agents to exit, refuses to
+  start (exit 2) while one still runs (never two processes for one run), records the orphaned attempt as
+  ``interrupted`` and resumes it. With Ray, an agent whose Ray worker dies may get SIGTERM twice and stop without
+  the final checkpoint (see `die_with_parent`); it resumes from its last periodic one. Where prctl is unavailable
+  (not Linux) the parent-death signal is not set: agents of a killed runner run on to their end, and the re-run
+  refuses to start until they have exited.
+- Ctrl-C or SIGTERM to the runner stops the sweep: every running agent gets SIGTERM (the agents save a checkpoint and
+  exit), SIGKILL after ``--stop-grace`` seconds or a second Ctrl-C; the manifest records them as ``interrupted``; exit
+  code 130.
+
 Exit code 0 when every run of the grid finished, 1 when some did not, 2 for bad input (before any work).
 
 Backends: ``local`` (default) keeps up to ``--workers`` agent processes running, each in its own process group
@@ -61,7 +77,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +88,9 @@ METHODS = ("none", "fire", "sp", "full", "pi", "redo")
 BACKENDS = ("local", "ray")
 GRID_FLAGS = ("--env-id", "--seed", "--reset", "--replay-ratio", "--run-dir", "--resume", "--threads")
 RETRYABLE = ("failed", "timeout")
+# Statuses of an attempt whose runner may have died before recording its end.
+IN_FLIGHT = ("running", "queued")
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 MANIFEST_VERSION = 1
 POLL_SECONDS = 0.2
 CONFIG_KEYS = (
@@ -272,6 +291,43 @@ class Manifest:
 
 
 # -------------------------------------------------------------------------------------------------------- processes
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` for `subprocess.Popen` that makes the child get SIGTERM when this process dies, or None where
+    that is unavailable (not Linux, no libc ``prctl``): then a child outlives a killed parent.
+
+    Linux's ``prctl(PR_SET_PDEATHSIG, SIGTERM)`` (man 2 PR_SET_PDEATHSIG), set in the child between fork and exec, is
+    kept across exec; the kernel sends the signal when the thread that forked the child exits, so call `Popen` from a
+    thread that lives as long as the process (the main thread here; a Ray task's executing thread). If the parent died
+    before the prctl took effect, the child is already re-parented (``getppid()`` changed) and SIGTERMs itself. The
+    agents handle SIGTERM by saving a checkpoint and exiting with 130.
+
+    One SIGTERM per death only when the parent is single-threaded: the kernel re-parents the child to another live
+    thread of the parent first, signalling it at each step (measured: 1 of 12 children of a two-thread parent got two).
+    The local runner keeps to one thread; a Ray worker has several, so a killed worker may deliver a second SIGTERM,
+    which the agents take as "stop at once" (they resume from their last periodic checkpoint instead).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+    sigterm = int(signal.SIGTERM)
+
+    def preexec() -> None:
+        # Runs in the forked child before exec (other threads' locks may be held): two system calls, nothing else.
+        prctl(PR_SET_PDEATHSIG, sigterm, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), sigterm)
+
+    return preexec
+
+
 def signal_group(pid: int, sig: int) -> None:
     """Send `sig` to the process group led by `pid` (each agent runs in its own session); gone groups are ignored."""
     try:
@@ -306,7 +362,16 @@ def run_process(
     env = {**os.environ, **env_overrides}
     start = time.time()
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # The Ray worker running this task is the parent: if it dies, the agent checkpoints and exits.
+            preexec_fn=die_with_parent(),
+        )
         timed_out = False
         try:
             while True:
@@ -342,7 +407,8 @@ class _Local:
 
 
 class LocalBackend:
-    """Up to `workers` agent processes at once on this machine, each in its own session (own process group)."""
+    """Up to `workers` agent processes at once on this machine, each in its own session (own process group) and, on
+    Linux, with a parent-death signal (`die_with_parent`)."""
 
     def __init__(self, workers: int, run_timeout: float | None, grace: float) -> None:
         self.workers = workers
@@ -366,6 +432,8 @@ class LocalBackend:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                # A runner killed with SIGKILL cannot stop its agents; the kernel does (SIGTERM: checkpoint, exit).
+                preexec_fn=die_with_parent(),
             )
         except OSError:
             log.close()
@@ -513,16 +581,42 @@ class Sweep:
         return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
 
     def plan(self) -> tuple[list[RunSpec], list[RunSpec]]:
-        """``(finished, todo)``; records finished runs in the manifest."""
+        """``(finished, todo)``; records finished runs in the manifest, and attempts that an earlier runner left
+        ``running`` or ``queued`` (it died first; `main` has checked that their agents no longer run) as
+        ``interrupted`` (or ``finished`` when their agent finished on its own)."""
         finished, todo = [], []
         for spec in self.grid:
             entry = self.manifest.entry(spec, self.run_dir(spec))
-            if run_state(self.run_dir(spec)) == "finished":
+            state = run_state(self.run_dir(spec))
+            if entry["status"] in IN_FLIGHT:
+                self.record_orphan(entry, "finished" if state == "finished" else "interrupted")
+            if state == "finished":
                 entry["status"] = "finished"
                 finished.append(spec)
             else:
                 todo.append(spec)
         return finished, todo
+
+    @staticmethod
+    def record_orphan(entry: dict, status: str) -> None:
+        """Close the history of an attempt whose runner died before it ended; its exit code and end are unknown."""
+        error = None if status == "finished" else "the sweep runner ended before this attempt (killed?)"
+        entry.update(status=status, exit_code=None, end_time=None)
+        entry.pop("error", None)
+        if error:
+            entry["error"] = error
+        entry["history"].append(
+            {
+                "attempt": entry["attempts"],
+                "status": status,
+                "exit_code": None,
+                "start_time": entry["start_time"],
+                "end_time": None,
+                "resumed": entry["resumed"],
+                "log": entry["log"],
+                **({"error": error} if error else {}),
+            }
+        )
 
     def launch(self, backend, spec: RunSpec) -> None:
         run_dir = self.run_dir(spec)
@@ -612,6 +706,10 @@ class Sweep:
         backend = self.make_backend()
         pending = collections.deque(todo)
         failed: set[str] = set()
+        # No tqdm monitor thread: the runner stays single-threaded, so its death sends each agent one parent-death
+        # SIGTERM. With a second thread alive, the kernel re-parents the agents to it first and signals them again
+        # when it dies; the agents take a second SIGTERM as "stop now", without the final checkpoint.
+        tqdm.monitor_interval = 0
         bar = tqdm(
             total=len(self.grid), initial=len(finished), unit="run", desc="sweep", file=sys.stderr, mininterval=1.0
         )
@@ -930,6 +1028,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if lock is None:
         parser.error(f"argument --out: another ablate.py is running on {str(cfg.out)!r}")
     stale = _stale_agents(manifest)
+    if stale:
+        # Agents of a runner killed a moment ago got their parent-death SIGTERM and are writing their checkpoints.
+        print(f"agents of an earlier sweep still run: {stale}; waiting up to {cfg.stop_grace:g} s", flush=True)
+        deadline = time.time() + cfg.stop_grace
+        while stale and time.time() < deadline:
+            time.sleep(1.0)
+            stale = _stale_agents(manifest)
     if stale:
         parser.error(f"argument --out: agents of an earlier sweep still run: {stale}; stop them or let them finish")
     try:
