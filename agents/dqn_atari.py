@@ -252,8 +252,9 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", asdict(args))
     start_step = checkpoint["global_step"] if checkpoint else 0
-    # purge_step hides events a killed run wrote after its last checkpoint, so resumed curves have no duplicates.
-    writer = SummaryWriter(str(run_dir), purge_step=start_step if checkpoint else None)
+    # purge_step hides events a killed run wrote after its last checkpoint, so resumed curves have no duplicates; the
+    # checkpoint's own step was logged before it was saved, so its events stay.
+    writer = SummaryWriter(str(run_dir), purge_step=start_step + 1 if checkpoint else None)
     if not checkpoint:
         writer.add_text("hyperparameters", args.markdown())
     seed_everything(args.seed, args.torch_deterministic)

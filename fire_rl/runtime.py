@@ -109,7 +109,9 @@ class GracefulStop:
     """Turns SIGINT (Ctrl-C) and SIGTERM into a flag the training loop checks once per iteration, so the loop stops
     between updates (never inside an optimizer step) and can write a consistent checkpoint.
 
-    A second signal while stopping restores the default handlers and raises KeyboardInterrupt at once.
+    A second SIGINT while stopping (Ctrl-C twice) restores the default handlers and raises KeyboardInterrupt at once.
+    A repeated SIGTERM is ignored: process managers and the kernel's parent-death signal may send it more than once,
+    and the checkpoint it asked for is being written (SIGKILL is what forces a stop).
     """
 
     def __init__(self) -> None:
@@ -118,6 +120,8 @@ class GracefulStop:
 
     def _handler(self, signum, frame) -> None:
         if self.requested is not None:
+            if signum == signal.SIGTERM:
+                return
             self.restore()
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
