@@ -266,7 +266,8 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
                                  fused=args.fused_adam or None)  # fmt: skip
     target_network = QNetwork(n_actions, init=args.init).to(device, memory_format=memory_format)
     target_network.load_state_dict(q_network.state_dict())
-    rb = AtariReplayBuffer(args.buffer_size, args.num_envs, device=device, seed=args.seed)
+    rb = AtariReplayBuffer(args.buffer_size, args.num_envs, device=device, seed=args.seed,
+                           channels_last=args.channels_last)  # fmt: skip
     scheduler = ResetScheduler(reset_cfg, log_fn=writer.add_scalar, run_dir=run_dir, total_steps=args.total_timesteps)
 
     def probe():  # a batch for the metrics logged around a reset; None before any data

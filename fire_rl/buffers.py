@@ -131,6 +131,10 @@ class AtariReplayBuffer:
         frame_stack: frames per observation (4 in DQN).
         device: where `sample` puts its tensors.
         seed: seed of the buffer's sampling generator (``numpy.random.default_rng(seed)``).
+        channels_last: gather the sampled stacks straight into the channels_last layout (``(B, 4, 84, 84)`` tensors
+            with strides ``(4·H·W, 1, 4·W, 4)``), the layout a channels_last `QNetwork` computes in: the same values,
+            but the network's uint8 → channels_last copy (a byte-granular permute, about 1.8 ms per batch of 32 on the
+            dev VM's CPU) becomes a no-op, for about 0.5 ms more gathering.
 
     Raises:
         ValueError: ``capacity < num_envs * (frame_stack + 1)`` (an env's ring must hold one episode start and its
@@ -145,6 +149,7 @@ class AtariReplayBuffer:
         frame_stack: int = 4,
         device: str | torch.device = "cpu",
         seed: int | None = None,
+        channels_last: bool = False,
     ):
         num_envs = _check_int("num_envs", num_envs, 1)
         frame_stack = _check_int("frame_stack", frame_stack, 1)
@@ -166,6 +171,7 @@ class AtariReplayBuffer:
         self.frame_shape = tuple(int(d) for d in frame_shape)
         self.frame_stack = frame_stack
         self.device = _check_device(device)
+        self.channels_last = bool(channels_last)
         self.slots_per_env = math.ceil(capacity / num_envs)
 
         n, s = num_envs, self.slots_per_env
@@ -345,16 +351,21 @@ class AtariReplayBuffer:
 
         t = self._transfer
         t.begin()
-        fields = {
-            "observations": (self._frames_flat, self._stack_index(env, position), stack_shape),
-            "next_observations": (self._frames_flat, self._stack_index(env, position + 1), stack_shape),
-            "actions": (self.actions.reshape(-1), env * self.slots_per_env + slot, (batch_size,)),
-            "rewards": (self.rewards.reshape(-1), env * self.slots_per_env + slot, (batch_size,)),
-        }
         out = {}
-        for name, (source, index, shape) in fields.items():
-            host = t.host(name, shape, source.dtype)
-            np.take(source, index, axis=0, out=host, mode="clip")
+        for name, first in (("observations", position), ("next_observations", position + 1)):
+            index = self._stack_index(env, first)
+            if self.channels_last:  # (B, H, W, stack) in memory, seen as (B, stack, H, W)
+                host = t.host(name, (batch_size, *self.frame_shape, self.frame_stack), np.dtype(np.uint8))
+                for k in range(self.frame_stack):
+                    host[..., k] = self._frames_flat[index[:, k]]
+                out[name] = t.to_device(name, host).permute(0, 3, 1, 2)
+            else:
+                host = t.host(name, stack_shape, np.dtype(np.uint8))
+                np.take(self._frames_flat, index, axis=0, out=host, mode="clip")
+                out[name] = t.to_device(name, host)
+        for name, source in (("actions", self.actions), ("rewards", self.rewards)):
+            host = t.host(name, (batch_size,), source.dtype)
+            np.take(source.reshape(-1), env * self.slots_per_env + slot, out=host, mode="clip")
             out[name] = t.to_device(name, host)
         dones = t.host("dones", (batch_size,), np.dtype(np.float32))
         dones[:] = self.terminated[env, slot]

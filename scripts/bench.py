@@ -367,11 +367,15 @@ class DqnLoop:
         self.envs = make_atari_env(a.env_id, a.num_envs, a.seed, preset=a.preset)
         self.n_actions = int(self.envs.single_action_space.n)
         torch.manual_seed(seed)
-        self.q_network = QNetwork(self.n_actions, init=a.init).to(device)
-        self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=a.learning_rate, eps=a.adam_eps)
-        self.target_network = QNetwork(self.n_actions, init=a.init).to(device)
+        # The agent's defaults: fused Adam, channels_last networks and replay batches.
+        layout = torch.channels_last if a.channels_last else torch.contiguous_format
+        self.q_network = QNetwork(self.n_actions, init=a.init).to(device, memory_format=layout)
+        self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=a.learning_rate, eps=a.adam_eps,
+                                          fused=a.fused_adam or None)  # fmt: skip
+        self.target_network = QNetwork(self.n_actions, init=a.init).to(device, memory_format=layout)
         self.target_network.load_state_dict(self.q_network.state_dict())
-        self.rb = AtariReplayBuffer(a.buffer_size, a.num_envs, device=device, seed=a.seed)
+        self.rb = AtariReplayBuffer(a.buffer_size, a.num_envs, device=device, seed=a.seed,
+                                    channels_last=a.channels_last)  # fmt: skip
         self.regularizer = no_regularizer(q=self.q_network)
         self.writer = SummaryWriter(log_dir)
         config = ResetConfig(method="fire", recipe="paper-dqn", at=(a.total_timesteps // 2,))

@@ -244,6 +244,21 @@ def test_sampling_reproducible_and_seed_dependent():
     )
 
 
+def test_channels_last_sampling_gives_the_same_batches(recording):
+    # Same seed, same stream: the layouts must hold the same values, drawn in the same order.
+    plain = AtariReplayBuffer(10_000, recording.num_envs, seed=3)
+    fast = AtariReplayBuffer(10_000, recording.num_envs, seed=3, channels_last=True)
+    _fill(plain, recording)
+    _fill(fast, recording)
+    for _ in range(3):
+        a, b = plain.sample(64), fast.sample(64)
+        for field in a._fields:
+            assert torch.equal(getattr(a, field), getattr(b, field)), field
+        for obs in (b.observations, b.next_observations):
+            assert obs.shape == (64, 4, 84, 84) and obs.is_contiguous(memory_format=torch.channels_last)
+            assert not obs.is_contiguous()
+
+
 def test_sample_dtypes_and_shapes():
     rb = AtariReplayBuffer(400, 2, seed=0)
     stream = _synthetic_stream(2, 4, 30, seed=0)
