@@ -577,7 +577,7 @@ def bench_dqn_update(dqn: ModuleType, device: torch.device, seconds: float, seed
         call_times(lambda: update_target_(target_network, q_network, args.tau), device, seconds=0.0, min_calls=20)
     )
     if device.type == "cpu":
-        out["op_profile"] = dqn_op_profile(dqn, args, data, seed, peak)
+        out["op_profile"] = dqn_op_profile(dqn, args, data, seed, peak, seconds / 2)
     return out
 
 
@@ -591,9 +591,11 @@ OP_GROUPS = {
 }
 
 
-def dqn_op_profile(dqn: ModuleType, args, data: ReplayBatch, seed: int, peak: dict | None, calls: int = 10) -> dict:
-    """Where the agent's default update (fused Adam, channels_last) spends its time on CPU: torch.profiler self time
-    of every aten op over `calls` updates, grouped (`OP_GROUPS`; the rest is element-wise work: ReLU and its
+def dqn_op_profile(dqn: ModuleType, args, data: ReplayBatch, seed: int, peak: dict | None, seconds: float,
+                   calls: int = 10) -> dict:  # fmt: skip
+    """The agent's default update (fused Adam, channels_last networks and replay batches) on CPU: its time without
+    the profiler (`default_update`: median over `seconds`, GFLOP/s, % of peak), then where it goes: torch.profiler self
+    time of every aten op over `calls` updates, grouped (`OP_GROUPS`; the rest is element-wise work: ReLU and its
     gradient, the input scaling, the loss), in ms per update, with the GFLOP/s of the convolutions and GEMMs.
 
     FLOPs per update at batch B, from the layer shapes: conv forward 2 x 2B x MACs(convs) (target and online);
@@ -607,12 +609,17 @@ def dqn_op_profile(dqn: ModuleType, args, data: ReplayBatch, seed: int, peak: di
     )
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
     regularizer = no_regularizer(q=q_network)
+    # As AtariReplayBuffer(channels_last=True) returns them.
+    data = data._replace(
+        observations=data.observations.contiguous(memory_format=torch.channels_last),
+        next_observations=data.next_observations.contiguous(memory_format=torch.channels_last),
+    )
 
     def one_update() -> None:
         dqn.update(q_network, target_network, optimizer, regularizer, data, args.gamma, args.loss, args.double_dqn)
 
-    for _ in range(3):
-        one_update()
+    flops = dqn_update_flops(q_network, data.observations.shape[0])["total"]
+    default = update_summary(call_times(one_update, torch.device("cpu"), seconds=seconds), flops, peak)
     start = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(calls):
@@ -632,7 +639,8 @@ def dqn_op_profile(dqn: ModuleType, args, data: ReplayBatch, seed: int, peak: di
         "gemm": 2 * batch * 4 * linear,
     }
     out = {
-        "config": "fused Adam + channels_last (the agent's defaults), batch 32",
+        "config": "fused Adam + channels_last networks and batches (the agent's defaults), batch 32",
+        "default_update": default,
         "wall_ms_per_update_profiled": wall_ms,
         "ms_per_update": dict(ms),
         "share_pct": {g: 100.0 * v / sum(ms.values()) for g, v in ms.items()},
@@ -1254,6 +1262,10 @@ def print_summary(results: dict) -> None:
                   + f"; target copy {u['target_copy_ms']:.2f} ms")  # fmt: skip
         if "op_profile" in u:
             prof = u["op_profile"]
+            d = prof["default_update"]
+            pct = f", {d['pct_of_peak']:.1f}% of peak" if "pct_of_peak" in d else ""
+            print(f"  the agent's default update: {d['updates_per_s']:.2f} upd/s ({d['median_s'] * 1e3:.1f} ms), "
+                  f"{d['gflops_achieved']:.1f} GFLOP/s{pct}")  # fmt: skip
             print(f"  profile of the default update ({prof['wall_ms_per_update_profiled']:.1f} ms): "
                   + ", ".join(f"{g} {v:.1f} ms" for g, v in sorted(prof["ms_per_update"].items(), key=lambda x: -x[1]))
                   + "; " + ", ".join(f"{g} {v:.0f} GFLOP/s" for g, v in prof["gflops"].items()))  # fmt: skip
