@@ -460,3 +460,6 @@ if __name__ == "__main__":
     except FloatingPointError as err:  # numerical trouble: say where, keep the last good checkpoint
         print(f"error: {err}", file=sys.stderr)
         sys.exit(3)
+    except OSError as err:  # disk full, run directory gone or unwritable: the last checkpoint is intact
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(4)

@@ -85,12 +85,23 @@ def save_checkpoint(
         _fsync_dir(folder)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError):
+        if (io_error := _os_error_in(err)) is not None:
             raise OSError(
-                err.errno, f"could not write checkpoint {path}: {err.strerror}; the previous one is intact"
+                io_error.errno, f"could not write checkpoint {path}: {io_error.strerror}; the previous one is intact"
             ) from err
         raise
     return path
+
+
+def _os_error_in(err: BaseException) -> OSError | None:
+    """`err` or the OSError it was raised from: torch.save reports a failed write (disk full, file too large) as a
+    RuntimeError of its zip writer whose context is the OSError."""
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, OSError):
+            return err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

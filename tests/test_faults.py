@@ -6,6 +6,7 @@ was lost: checkpoints are never half-written, resumed curves have no duplicate o
 
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -123,3 +124,26 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     payload = load_checkpoint(run_dir, agent="dqn_atari")
     for name, value in payload["q_network"].items():
         assert torch.isfinite(value).all(), f"the kept checkpoint holds a non-finite {name}"
+
+
+def test_disk_full_is_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path):
+    # A file-size limit makes every write past 2 MB fail as a full disk would (EFBIG instead of ENOSPC): the event
+    # files stay below it, the next checkpoint (about 27 MB) cannot be written.
+    run_dir = tmp_path / "run"
+    run_agent("dqn_atari", *FLAGS, "--total-timesteps", "80", "--run-dir", str(run_dir))
+    before = (run_dir / "checkpoint.pt").read_bytes()
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "agents" / "dqn_atari.py"), "--threads", "1", *FLAGS, "--total-timesteps",
+           "160", "--resume", str(run_dir)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, preexec_fn=small_disk)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "could not write checkpoint" in proc.stderr and "the previous one is intact" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (run_dir / "checkpoint.pt").read_bytes() == before
+    assert not list(run_dir.glob(".*.tmp")), "the partial checkpoint was left behind"
+    assert load_checkpoint(run_dir, agent="dqn_atari")["global_step"] == 80
