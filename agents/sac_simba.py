@@ -415,12 +415,14 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
                 print(f"stopped by {stop.requested} at env step {global_step:,}; resume with --resume {run_dir}")
                 return 130
 
-    progress.close()
-    result = {"finished": True, "global_step": global_step, "update_step": update_step, "resets": len(scheduler.events)}
-    write_json_atomic(run_dir / "result.json", result)
-    env.close()
-    writer.close()
-    return 0
+        # Still inside GracefulStop: a SIGTERM now only sets the flag, so a finished run ends with exit code 0.
+        progress.close()
+        result = {"finished": True, "global_step": global_step, "update_step": update_step,
+                  "resets": len(scheduler.events)}  # fmt: skip
+        write_json_atomic(run_dir / "result.json", result)
+        env.close()
+        writer.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ GAME = "ALE/Breakout-v5"
 TINY = ["--total-timesteps", "300", "--learning-starts", "100", "--buffer-size", "1000", "--reset-at", "200"]
 TINY += ["--batch-size", "8"]
 # Ctrl-C test: learning starts late, so the interrupt lands in the warm-up and the resumed run refills its buffer
-# (checkpoints do not hold the buffer by default) before its first update.
-WARM = ["--total-timesteps", "300", "--learning-starts", "290", "--buffer-size", "1000", "--batch-size", "8"]
+# (checkpoints do not hold the buffer by default) before its first update. 3,000 env steps of acting (about 20 s)
+# keep both agents in their loops until the interrupt, however late the second one starts.
+WARM = ["--total-timesteps", "3000", "--learning-starts", "2990", "--buffer-size", "5000", "--batch-size", "8"]
 # Failure test: the run that succeeds next to the failing one only has to be short.
 SHORT = ["--total-timesteps", "120", "--learning-starts", "100", "--buffer-size", "1000", "--batch-size", "8"]
 
@@ -281,7 +282,7 @@ def test_ctrl_c_stops_children_keeps_manifest_and_rerun_resumes(tmp_path):
     logs = [out / "logs" / f"{name}.attempt1.log" for name in names]
     deadline = time.time() + 180
     # Ctrl-C once both agents are in their training loops (their progress bars have moved).
-    while not all(log.is_file() and "/300 [" in log.read_text(errors="replace") for log in logs):
+    while not all(log.is_file() and "/3000 [" in log.read_text(errors="replace") for log in logs):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.1)
     pids = [manifest_of(out)["runs"][name]["pid"] for name in names]
@@ -305,7 +306,7 @@ def test_ctrl_c_stops_children_keeps_manifest_and_rerun_resumes(tmp_path):
         assert entry["status"] == "finished" and entry["resumed"] is True
         assert entry["command"][-2:] == ["--resume", str(out / name)]
         assert [h["status"] for h in entry["history"]] == ["interrupted", "finished"]
-        assert json.loads((out / name / "result.json").read_text())["global_step"] == 300
+        assert json.loads((out / name / "result.json").read_text())["global_step"] == 3000
         assert len(list((out / name).glob("events.out.tfevents.*"))) == 2
 
 
