@@ -119,8 +119,8 @@ class Args(PlasticityArgs, RunArgs):
     channels_last: bool = True
     """channels_last memory format for the convs (about 1.1x on CPU); --no-channels-last runs the reference layout"""
     overlap: bool = False
-    """run each env step's gradient updates in a background thread while the next env steps are acted and played
-    (a second core works); actions then come from the weights one update step older than without it (README)"""
+    """run each learning step's gradient updates in a background thread while the next env steps are acted and
+    played (a second core works); same updates, but actions come from the weights one learning step older (README)"""
 
     # Resets and per-step methods: the flags of fire_rl.cli.PlasticityArgs (--reset, --reset-at, --regularizer, ...)
     reset_recipe: Literal["paper-dqn", "custom"] = "paper-dqn"
