@@ -355,7 +355,8 @@ class ResetScheduler:
         return pts
 
     def due(self, global_step: int) -> bool:
-        """Whether `step(global_step, ...)` would apply a reset (a loop that trains in the background waits first)."""
+        """Whether `step(global_step, ...)` would apply a reset now (`global_step` in env steps). A loop that trains
+        in the background waits for its updates first (agents/dqn_atari.py --overlap)."""
         return global_step >= self._next
 
     def step(self, global_step: int, update_step: int) -> ResetEvent | None:

@@ -328,6 +328,22 @@ def die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
+def close_attempt(entry: dict) -> None:
+    """Append the attempt a manifest entry describes (its status, exit code, times, log, error) to its history."""
+    entry["history"].append(
+        {
+            "attempt": entry["attempts"],
+            "status": entry["status"],
+            "exit_code": entry["exit_code"],
+            "start_time": entry["start_time"],
+            "end_time": entry["end_time"],
+            "resumed": entry["resumed"],
+            "log": entry["log"],
+            **({"error": entry["error"]} if entry.get("error") else {}),
+        }
+    )
+
+
 def signal_group(pid: int, sig: int) -> None:
     """Send `sig` to the process group led by `pid` (each agent runs in its own session); gone groups are ignored."""
     try:
@@ -605,18 +621,7 @@ class Sweep:
         entry.pop("error", None)
         if error:
             entry["error"] = error
-        entry["history"].append(
-            {
-                "attempt": entry["attempts"],
-                "status": status,
-                "exit_code": None,
-                "start_time": entry["start_time"],
-                "end_time": None,
-                "resumed": entry["resumed"],
-                "log": entry["log"],
-                **({"error": error} if error else {}),
-            }
-        )
+        close_attempt(entry)
 
     def launch(self, backend, spec: RunSpec) -> None:
         run_dir = self.run_dir(spec)
@@ -672,18 +677,7 @@ class Sweep:
                 entry[key] = result[key]
         if status == "failed" and code == 0:
             entry["error"] = "exit code 0 but no result.json with finished: true"
-        entry["history"].append(
-            {
-                "attempt": entry["attempts"],
-                "status": status,
-                "exit_code": code,
-                "start_time": entry["start_time"],
-                "end_time": entry["end_time"],
-                "resumed": entry["resumed"],
-                "log": entry["log"],
-                **({"error": entry["error"]} if entry.get("error") else {}),
-            }
-        )
+        close_attempt(entry)
         self.manifest.save()
         return status
 

@@ -139,19 +139,32 @@ def meminfo_bytes(key: str) -> int | None:
     return None
 
 
+def proc_memory(pid: int | str = "self") -> tuple[int, int] | None:
+    """(VmRSS, VmHWM) of process `pid` (default: this one) in bytes, from /proc/<pid>/status: resident set size now
+    and its peak. None when there is no such file (the process is gone, or not Linux) or no memory lines (a zombie)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            values[line.split(":")[0]] = int(line.split()[1]) * 1024
+    if "VmRSS" not in values:
+        return None
+    return values["VmRSS"], values.get("VmHWM", values["VmRSS"])
+
+
 def vm_rss_bytes() -> int:
     """This process's resident set size (VmRSS of /proc/self/status) in bytes.
 
     Raises:
         RuntimeError: no /proc/self/status (not Linux).
     """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError as err:
-        raise RuntimeError("VmRSS needs /proc/self/status (Linux)") from err
-    raise RuntimeError("/proc/self/status has no VmRSS line")
+    memory = proc_memory()
+    if memory is None:
+        raise RuntimeError("VmRSS needs /proc/self/status (Linux)")
+    return memory[0]
 
 
 def load_average() -> list[float]:

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib.util
 import os
 import platform
@@ -299,8 +300,9 @@ def buffer_full_step(agent: str, buffer_size: int, num_envs: int = 1, action_rep
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+@functools.cache
 def _load_script(name: str) -> ModuleType:
-    """Import ``scripts/<name>.py`` as a module (scripts/ is not a package)."""
+    """Import ``scripts/<name>.py`` as a module (scripts/ is not a package), once per process."""
     spec = importlib.util.spec_from_file_location(f"fire_rl_script_{name}", ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve their annotations through sys.modules
@@ -327,21 +329,6 @@ def machine_info(threads: int) -> dict:
         "mem_available_bytes": bench.meminfo_bytes("MemAvailable"),
         "mem_total_bytes": bench.meminfo_bytes("MemTotal"),
     }
-
-
-def proc_memory(pid: int) -> tuple[int, int] | None:
-    """(VmRSS, VmHWM) of process `pid` in bytes from /proc/<pid>/status; None once the process is gone."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    values = {}
-    for line in text.splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
-            values[line.split(":")[0]] = int(line.split()[1]) * 1024
-    if "VmRSS" not in values:  # a zombie has no memory lines
-        return None
-    return values["VmRSS"], values.get("VmHWM", values["VmRSS"])
 
 
 def agent_command(args: argparse.Namespace) -> list[str]:
@@ -428,6 +415,7 @@ def run_and_sample(cmd: list[str], log_path: Path, sample_every: float, threads:
     def on_term(signum, frame):
         raise KeyboardInterrupt
 
+    proc_memory = _load_script("bench").proc_memory
     old_term = signal.signal(signal.SIGTERM, on_term)
     start = time.time()
     with open(log_path, "w") as log:
