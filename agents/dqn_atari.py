@@ -5,67 +5,27 @@ from __future__ import annotations
 import copy
 import os
 import sys
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Literal
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import tyro
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from fire_rl.buffers import AtariReplayBuffer
-from fire_rl.checkpoint import CheckpointError, get_rng_state, save_checkpoint, set_rng_state
+from fire_rl.checkpoint import get_rng_state, set_rng_state
 from fire_rl.cli import PlasticityArgs, RunArgs
 from fire_rl.envs.atari import episode_stats, make_atari_env, real_next_obs
 from fire_rl.envs.env_state import get_env_state, set_env_state
 from fire_rl.metrics import plasticity_metrics
 from fire_rl.networks import QNetwork, update_target_
-from fire_rl.regularizers import Regularizer
-from fire_rl.runtime import (
-    GracefulStop,
-    ReplayRatio,
-    crossed,
-    memory_report,
-    resolve_device,
-    seed_everything,
-    write_json_atomic,
-)
-from fire_rl.scheduler import ResetConfig, ResetScheduler
+from fire_rl.run import Run, check_memory, parse_args
+from fire_rl.runtime import ReplayRatio, crossed, resolve_device, seed_everything
+from fire_rl.scheduler import ResetScheduler
 
 AGENT = "dqn_atari"
-
-# The two hyper-parameter sets of DESIGN 5. A field left at None in Args takes its preset's value.
-PRESETS = {
-    "cleanrl": dict(
-        total_timesteps=10_000_000,
-        learning_rate=1e-4,
-        adam_eps=1e-8,
-        num_envs=1,
-        replay_ratio=0.25,
-        target_network_frequency=1_000,
-        learning_starts=80_000,
-        loss="mse",
-        init="pytorch",
-        eval_every=0,
-    ),
-    "fire-paper": dict(
-        total_timesteps=2_500_000,
-        learning_rate=6.25e-5,
-        adam_eps=1.5e-4,
-        num_envs=4,
-        replay_ratio=1.0,
-        target_network_frequency=2_000,
-        learning_starts=20_000,
-        loss="huber",
-        init="xavier",
-        eval_every=250_000,
-    ),
-}
 
 
 @dataclass
@@ -75,29 +35,30 @@ class Args(PlasticityArgs, RunArgs):
     save_model: bool = False
     """whether to save the final Q-network to `run_dir/dqn_atari.cleanrl_model`"""
 
-    # Algorithm specific arguments
+    # Algorithm specific arguments. Defaults are the cleanrl preset's; `--preset fire-paper` sets those of PRESETS.
     env_id: str = "ALE/Breakout-v5"
     """the id of the environment (any ALE v5 or NoFrameskip-v4 id)"""
     preset: Literal["cleanrl", "fire-paper"] = "cleanrl"
-    """hyper-parameter set (DESIGN 5): CleanRL's dqn_atari.py, or the official FIRE DQN"""
-    total_timesteps: int | None = None
-    """total env steps of the experiment (preset: 10M cleanrl, 2.5M fire-paper)"""
-    learning_rate: float | None = None
-    """the learning rate of the optimizer (preset: 1e-4, 6.25e-5)"""
-    adam_eps: float | None = None
-    """Adam's epsilon (preset: 1e-8, 1.5e-4)"""
-    num_envs: int | None = None
-    """the number of parallel game environments (preset: 1, 4)"""
-    replay_ratio: float | None = None
-    """gradient updates per env step (preset: 0.25, 1.0); fractional ratios accumulate"""
+    """hyper-parameter set: CleanRL's dqn_atari.py, or the official FIRE DQN (its values: README); explicit flags
+    override it, and --help after --preset fire-paper shows its defaults"""
+    total_timesteps: int = 10_000_000
+    """total env steps of the experiment"""
+    learning_rate: float = 1e-4
+    """the learning rate of the optimizer"""
+    adam_eps: float = 1e-8
+    """Adam's epsilon"""
+    num_envs: int = 1
+    """the number of parallel game environments"""
+    replay_ratio: float = 0.25
+    """gradient updates per env step; fractional ratios accumulate exactly"""
     buffer_size: int = 1_000_000
     """the replay memory buffer size (env steps)"""
     gamma: float = 0.99
     """the discount factor gamma"""
     tau: float = 1.0
     """the target network update rate"""
-    target_network_frequency: int | None = None
-    """env steps between target network updates (preset: 1000, 2000)"""
+    target_network_frequency: int = 1_000
+    """env steps between target network updates"""
     batch_size: int = 32
     """the batch size of sample from the reply memory"""
     start_e: float = 1.0
@@ -106,14 +67,16 @@ class Args(PlasticityArgs, RunArgs):
     """the ending epsilon for exploration"""
     exploration_fraction: float = 0.10
     """the fraction of `total-timesteps` it takes from start-e to go end-e"""
-    learning_starts: int | None = None
-    """env step to start learning (preset: 80k, 20k)"""
-    loss: Literal["mse", "huber"] | None = None
-    """TD loss (preset: mse cleanrl, huber fire-paper)"""
+    epsilon_after_learning_starts: bool = False
+    """hold epsilon at start-e until learning-starts, then decay (the official FIRE DQN); off: decay from step 0"""
+    learning_starts: int = 80_000
+    """env step to start learning"""
+    loss: Literal["mse", "huber"] = "mse"
+    """TD loss: mse (CleanRL) or huber (smooth L1, the official FIRE DQN)"""
     double_dqn: bool = False
     """use the online network to pick the next action (Double DQN)"""
-    init: Literal["pytorch", "xavier"] | None = None
-    """weight init (preset: pytorch defaults, Xavier-uniform with zero biases)"""
+    init: Literal["pytorch", "xavier"] = "pytorch"
+    """weight init: PyTorch defaults, or Xavier-uniform with zero biases"""
     fused_adam: bool = True
     """fused Adam kernel (about 1.2x per update on CPU); --no-fused-adam runs PyTorch's default path, the reference"""
     channels_last: bool = True
@@ -128,33 +91,35 @@ class Args(PlasticityArgs, RunArgs):
     the layers chosen by --reset-kinds/--reset-roles/--reset-names"""
 
     # Evaluation, metrics, checkpoints
-    eval_every: int | None = None
-    """env steps between evaluations (0: off; preset: off cleanrl, 250k fire-paper)"""
+    eval_every: int = 0
+    """env steps between evaluations (0: off)"""
     eval_episodes: int = 10
     """episodes per evaluation"""
     eval_epsilon: float = 0.001
     """epsilon of the evaluation policy"""
 
+    RANGES: ClassVar[dict[str, str]] = {
+        "total_timesteps": "[1, inf)", "learning_rate": "(0, inf)", "adam_eps": "(0, inf)", "num_envs": "[1, 1024]",
+        "replay_ratio": "[0.0001, 1000]", "buffer_size": "[1, inf)", "gamma": "[0, 1]", "tau": "(0, 1]",
+        "target_network_frequency": "[1, inf)", "batch_size": "[1, inf)", "start_e": "[0, 1]", "end_e": "[0, 1]",
+        "exploration_fraction": "(0, 1]", "learning_starts": "[0, inf)", "eval_every": "[0, inf)",
+        "eval_episodes": "[1, inf)", "eval_epsilon": "[0, 1]",
+    }  # fmt: skip
 
-def resolve_args(args: Args) -> Args:
-    """Fill preset values and check every value before any work. Raises ValueError naming the bad value."""
-    for key, value in PRESETS[args.preset].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    positive = ["total_timesteps", "learning_rate", "num_envs", "replay_ratio", "buffer_size", "batch_size",
-                "target_network_frequency", "eval_episodes"]  # fmt: skip
-    for name in positive:
-        if not getattr(args, name) > 0:
-            raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)}: must be > 0")
-    for name in ["learning_starts", "eval_every"]:
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)}: must be >= 0")
-    if args.buffer_size < args.batch_size:
-        raise ValueError(f"--buffer-size={args.buffer_size} is smaller than --batch-size={args.batch_size}")
-    if not 0.0 <= args.gamma <= 1.0 or not 0.0 < args.tau <= 1.0:
-        raise ValueError(f"--gamma={args.gamma} must be in [0, 1] and --tau={args.tau} in (0, 1]")
-    args.default_schedule(args.total_timesteps)
-    return args
+    def check(self) -> None:
+        super().check()
+        if self.buffer_size < self.batch_size:
+            raise ValueError(f"--buffer-size={self.buffer_size} is smaller than --batch-size={self.batch_size}")
+
+
+# The official FIRE DQN's hyper-parameters; the cleanrl preset is Args' own defaults.
+PRESETS = {
+    "fire-paper": dict(
+        total_timesteps=2_500_000, learning_rate=6.25e-5, adam_eps=1.5e-4, num_envs=4, replay_ratio=1.0,
+        target_network_frequency=2_000, learning_starts=20_000, epsilon_after_learning_starts=True, loss="huber",
+        init="xavier", eval_every=250_000,
+    ),
+}  # fmt: skip
 
 
 def linear_schedule(start_e: float, end_e: float, duration: int, t: int) -> float:
@@ -209,54 +174,17 @@ def evaluate(q_network, args: Args, device: torch.device, seed: int) -> list[flo
     return returns
 
 
-def configure(args: Args):
-    """Check every flag, the env id and the resume path before any work, and build the training envs.
-
-    Returns:
-        (args with preset values filled, device, ResetConfig, Regularizer, checkpoint payload or None, run dir, envs).
-
-    Raises:
-        ValueError: a bad flag value or combination, an unknown env id, an unusable run directory.
-        CheckpointError: `--resume` names no checkpoint of this agent and env.
-    """
-    args = resolve_args(args)
+def train(args: Args, run: Run) -> None:
+    """Train for `args.total_timesteps` env steps (from the checkpoint's step when resuming); `run` (fire_rl.run) owns
+    the run directory, logs, checkpoints and exit codes. Everything that can refuse (env id, layer selections, buffer
+    memory) is built before `run.start()`, so a refusal writes nothing. Raises FloatingPointError on a NaN or Inf in
+    a loss, a Q-value, a reset or a checkpoint (the last good checkpoint is kept)."""
     device = resolve_device(args.device)
-    reset_cfg = args.reset_config()
-    reset_cfg.validate(args.total_timesteps)
-    regularizer = args.make_regularizer()
-    checkpoint, run_dir = args.open_run(AGENT, args.env_id)
     envs = make_atari_env(args.env_id, args.num_envs, args.seed, preset=args.preset,
-                          capture_video=args.capture_video, run_dir=run_dir)  # fmt: skip
-    return args, device, reset_cfg, regularizer, checkpoint, run_dir, envs
-
-
-def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, checkpoint: dict | None,
-          run_dir: Path, envs) -> int:  # fmt: skip
-    """Train for `args.total_timesteps` env steps (from the checkpoint's step when resuming).
-
-    Returns 0 when the run finished, 130 when stopped by SIGINT/SIGTERM (after a checkpoint). Raises FloatingPointError
-    on a NaN or Inf in a loss, a Q-value or a reset (the last good checkpoint is kept).
-    """
+                          capture_video=args.capture_video, run_dir=run.dir)  # fmt: skip
     n_actions = int(envs.single_action_space.n)
-    mem = AtariReplayBuffer.memory_bytes(args.buffer_size, args.num_envs)
-    print(memory_report(f"replay buffer of {args.buffer_size:,} env steps", mem), flush=True)
-
-    # ---- run directory, logging, seeding ------------------------------------------------------------------------
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_dir.name, save_code=True)  # fmt: skip
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "config.json", asdict(args))
-    start_step = checkpoint["global_step"] if checkpoint else 0
-    # purge_step hides events a killed run wrote after its last checkpoint, so resumed curves have no duplicates; the
-    # checkpoint's own step was logged before it was saved, so its events stay.
-    writer = SummaryWriter(str(run_dir), purge_step=start_step + 1 if checkpoint else None)
-    if not checkpoint:
-        writer.add_text("hyperparameters", args.markdown())
+    check_memory(f"replay buffer of {args.buffer_size:,} env steps",
+                 AtariReplayBuffer.memory_bytes(args.buffer_size, args.num_envs))  # fmt: skip
     seed_everything(args.seed, args.torch_deterministic)
 
     # ---- networks, optimizer, buffer, reset scheduler -----------------------------------------------------------
@@ -268,41 +196,40 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
     target_network.load_state_dict(q_network.state_dict())
     rb = AtariReplayBuffer(args.buffer_size, args.num_envs, device=device, seed=args.seed,
                            channels_last=args.channels_last)  # fmt: skip
-    scheduler = ResetScheduler(reset_cfg, log_fn=writer.add_scalar, run_dir=run_dir, total_steps=args.total_timesteps)
+    scheduler = ResetScheduler(args.reset_config(), log_fn=run.log, run_dir=run.dir, total_steps=args.total_timesteps)
 
     def probe():  # a batch for the metrics logged around a reset; None before any data
         return (rb.sample(min(256, len(rb))).observations,) if len(rb) else None
 
     scheduler.add_network("q", q_network, target=target_network, optimizer=optimizer, probe=probe)
+    scheduler.check()
+    regularizer = args.make_regularizer()
     regularizer.add_network("q", q_network, scheduler.theta0("q"))
     replay = ReplayRatio(args.replay_ratio)
+    rng = np.random.default_rng(args.seed)  # exploration
+    # Restored in this order: the scheduler first re-applies any plasticity injection, which changes the parameters.
+    state = {"scheduler": scheduler, "q_network": q_network, "target_network": target_network, "optimizer": optimizer,
+             "replay_ratio": replay, "regularizer": regularizer}  # fmt: skip
+
+    run.start()
+    global_step, update_step, learning_starts = 0, 0, args.learning_starts
+    if (ckpt := run.checkpoint) is not None:
+        for name, obj in state.items():
+            obj.load_state_dict(ckpt[name])
+        set_rng_state(ckpt["rng"])
+        rng.bit_generator.state = ckpt["exploration_rng"]
+        global_step, update_step = ckpt["global_step"], ckpt["update_step"]
+        if "buffer" in ckpt:
+            rb.load_state_dict(ckpt["buffer"])
+        else:  # refill the replay buffer before learning again
+            learning_starts = global_step + max(args.batch_size, min(args.learning_starts, args.buffer_size))
     # --overlap: `actor` acts while the updates of the last learning step run on `q_network` in the background; it
     # takes the new weights when the next learning step starts (one learning step of lag, never a torn read).
     actor = copy.deepcopy(q_network) if args.overlap else q_network
+    if args.overlap and ckpt is not None:
+        actor.load_state_dict(ckpt["actor"])
     learner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner") if args.overlap else None
     job: Future | None = None
-    rng = np.random.default_rng(args.seed)  # exploration
-    global_step, update_step = 0, 0
-    learning_starts = args.learning_starts
-    if checkpoint:
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        q_network.load_state_dict(checkpoint["q_network"])
-        target_network.load_state_dict(checkpoint["target_network"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        replay.load_state_dict(checkpoint["replay_ratio"])
-        regularizer.load_state_dict(checkpoint["regularizer"])
-        if "buffer" in checkpoint:
-            rb.load_state_dict(checkpoint["buffer"])
-        if args.overlap:
-            actor = copy.deepcopy(q_network)  # after the scheduler re-applied any plasticity injection
-            if "actor" in checkpoint:
-                actor.load_state_dict(checkpoint["actor"])
-        set_rng_state(checkpoint["rng"])
-        rng.bit_generator.state = checkpoint["exploration_rng"]
-        global_step, update_step = checkpoint["global_step"], checkpoint["update_step"]
-        if "buffer" not in checkpoint:  # refill the replay buffer before learning again
-            learning_starts = global_step + max(args.batch_size, min(args.learning_starts, args.buffer_size))
-        print(f"resumed {run_dir} at env step {global_step:,} (update {update_step:,})", flush=True)
 
     def learn(batches: list, first_update: int, step: int, epsilon: float, copy_target: bool) -> None:
         """The gradient updates of env step `step` (update numbers first_update + 1, ...), then the target update."""
@@ -310,19 +237,8 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
             stats = update(q_network, target_network, optimizer, regularizer, data, args.gamma, args.loss,
                            args.double_dqn)  # fmt: skip
             if (first_update + i + 1) % 100 == 0:
-                td_loss, q_mean = (float(v) for v in torch.stack([stats["td_loss"], stats["q_values"]]).tolist())
-                if not (np.isfinite(td_loss) and np.isfinite(q_mean)):
-                    raise FloatingPointError(
-                        f"losses/td_loss={td_loss} losses/q_values={q_mean} at env step {step}, update "
-                        f"{first_update + i + 1}; the last good checkpoint is {run_dir / 'checkpoint.pt'}"
-                    )
-                sps = int((step - sps_step) / (time.time() - start_time))
-                writer.add_scalar("losses/td_loss", td_loss, step)
-                writer.add_scalar("losses/q_values", q_mean, step)
-                writer.add_scalar("charts/SPS", sps, step)
-                writer.add_scalar("charts/epsilon", epsilon, step)
-                writer.add_scalar("charts/update_step", first_update + i + 1, step)
-                progress.set_postfix(sps=sps, ret=f"{last_return:.1f}", upd=first_update + i + 1, refresh=False)
+                run.log_losses(stats, step, first_update + i + 1)
+                run.log("charts/epsilon", epsilon, step)
         if copy_target:
             update_target_(target_network, q_network, args.tau)
 
@@ -336,132 +252,92 @@ def train(args: Args, device, reset_cfg: ResetConfig, regularizer: Regularizer, 
 
     def save(tag: str) -> None:
         finish_learning()
-        payload = {
-            "args": asdict(args), "global_step": global_step, "update_step": update_step,
-            "q_network": q_network.state_dict(), "target_network": target_network.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "replay_ratio": replay.state_dict(), "regularizer": regularizer.state_dict(), "rng": get_rng_state(),
-            "exploration_rng": rng.bit_generator.state, "env_state": get_env_state(envs), "obs": obs,
-        }  # fmt: skip
+        payload = {name: obj.state_dict() for name, obj in state.items()}
+        payload.update(global_step=global_step, update_step=update_step, rng=get_rng_state(), obs=obs,
+                       exploration_rng=rng.bit_generator.state, env_state=get_env_state(envs))  # fmt: skip
         if args.overlap:
             payload["actor"] = actor.state_dict()
         if args.save_buffer:
             payload["buffer"] = rb.state_dict()
-        save_checkpoint(run_dir / "checkpoint.pt", payload, agent=AGENT, env_id=args.env_id,
-                        finite={"q_network": q_network, "target_network": target_network})  # fmt: skip
-        writer.flush()
-        tqdm.write(f"checkpoint ({tag}) at env step {global_step:,}")
+        run.save(payload, tag)
 
     # ---- the loop -----------------------------------------------------------------------------------------------
-    if checkpoint:  # the games continue where they were: emulators, wrappers and their RNGs
-        set_env_state(envs, checkpoint["env_state"])
-        obs = checkpoint["obs"]
-    else:
-        obs, _ = envs.reset(seed=args.seed)
-    start_time, sps_step = time.time(), global_step
-    last_return = float("nan")
-    progress = tqdm(
-        total=args.total_timesteps,
-        initial=global_step,
-        unit="step",
-        dynamic_ncols=True,
-        smoothing=0.05,
-        mininterval=1.0,
-    )
-    with GracefulStop() as stop:
-        while global_step < args.total_timesteps:
-            epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps,
-                                      global_step)  # fmt: skip
-            if rng.random() < epsilon:
-                actions = rng.integers(n_actions, size=args.num_envs)
-            else:
-                with torch.inference_mode():
-                    q_values = actor(torch.as_tensor(obs, device=device))
-                actions = q_values.argmax(dim=1).cpu().numpy()
-            next_obs, rewards, terminations, truncations, infos = envs.step(actions)
-            global_step += args.num_envs
-            progress.update(args.num_envs)
+    if ckpt is not None and set_env_state(envs, ckpt["env_state"]):  # the games continue where they were
+        obs = ckpt["obs"]
+    else:  # a fresh run, or envs without an exact state: new games
+        obs, _ = envs.reset(seed=args.seed + global_step)
+    decay_from = args.learning_starts if args.epsilon_after_learning_starts else 0
+    while global_step < args.total_timesteps:
+        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps,
+                                  max(global_step - decay_from, 0))  # fmt: skip
+        if rng.random() < epsilon:
+            actions = rng.integers(n_actions, size=args.num_envs)
+        else:
+            with torch.inference_mode():
+                q_values = actor(torch.as_tensor(obs, device=device))
+            actions = q_values.argmax(dim=1).cpu().numpy()
+        next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+        global_step += args.num_envs
+        run.advance(args.num_envs)
 
-            for _, game_return, game_length in episode_stats(infos):
-                last_return = game_return
-                writer.add_scalar("charts/episodic_return", game_return, global_step)
-                writer.add_scalar("charts/episodic_length", game_length, global_step)
+        for _, game_return, game_length in episode_stats(infos):
+            run.log("charts/episodic_return", game_return, global_step)
+            run.log("charts/episodic_length", game_length, global_step)
 
-            # Same-step autoreset: rows of ended games hold the next game's first frame; store the real last one.
-            rb.add(obs, real_next_obs(next_obs, infos, terminations, truncations), actions, rewards, terminations,
-                   truncations)  # fmt: skip
-            obs = next_obs
+        # Same-step autoreset: rows of ended games hold the next game's first frame; store the real last one.
+        rb.add(obs, real_next_obs(next_obs, infos, terminations, truncations), actions, rewards, terminations,
+               truncations)  # fmt: skip
+        obs = next_obs
 
-            if global_step > learning_starts:
-                # Batches are drawn here, in the loop's order, so --overlap trains on exactly the same batches.
-                batches = [rb.sample(args.batch_size) for _ in range(replay.updates(args.num_envs))]
-                copy_target = crossed(global_step, args.num_envs, args.target_network_frequency)
-                if not args.overlap:
-                    learn(batches, update_step, global_step, epsilon, copy_target)
-                elif batches or copy_target:
-                    finish_learning()
-                    update_target_(actor, q_network, 1.0)  # act with the weights of the updates just finished
-                    job = learner.submit(learn, batches, update_step, global_step, epsilon, copy_target)
-                update_step += len(batches)
-
-            if scheduler.due(global_step):
+        if global_step > learning_starts:
+            # Batches are drawn here, in the loop's order, so --overlap trains on exactly the same batches.
+            batches = [rb.sample(args.batch_size) for _ in range(replay.updates(args.num_envs))]
+            copy_target = crossed(global_step, args.num_envs, args.target_network_frequency)
+            if not args.overlap:
+                learn(batches, update_step, global_step, epsilon, copy_target)
+            elif batches or copy_target:
                 finish_learning()
-            if (event := scheduler.step(global_step, update_step)) is not None:
-                regularizer.on_reset()
-                if args.overlap:  # plasticity injection changes the parameter set: the actor takes the new one
-                    actor = copy.deepcopy(q_network)
-                tqdm.write(
-                    f"{args.reset} reset at env step {global_step:,} (update {update_step:,}): {event.seconds:.2f} s"
-                )
+                update_target_(actor, q_network, 1.0)  # act with the weights of the updates just finished
+                job = learner.submit(learn, batches, update_step, global_step, epsilon, copy_target)
+            update_step += len(batches)
 
-            if crossed(global_step, args.num_envs, args.metrics_every) and len(rb) >= args.batch_size:
-                finish_learning()
-                for key, value in plasticity_metrics(q_network, rb.sample(min(256, len(rb))).observations).items():
-                    writer.add_scalar(f"plasticity/{key}", value, global_step)
-                for key, value in regularizer.log_scalars().items():
-                    writer.add_scalar(key, value, global_step)
-            done = global_step >= args.total_timesteps  # the last step also evaluates and checkpoints
-            if crossed(global_step, args.num_envs, args.eval_every) or (done and args.eval_every):
-                finish_learning()
-                eval_returns = evaluate(q_network, args, device, seed=args.seed + 10_000 + global_step)
-                writer.add_scalar("eval/episodic_return", float(np.mean(eval_returns)), global_step)
-            if crossed(global_step, args.num_envs, args.checkpoint_every) or done:
-                save("final" if done else "periodic")
-            if stop.requested and not done:
-                save(f"{stop.requested}")
-                if learner is not None:
-                    learner.shutdown()
-                writer.close()
-                envs.close()
-                progress.close()
-                print(f"stopped by {stop.requested} at env step {global_step:,}; resume with --resume {run_dir}")
-                return 130
+        if scheduler.due(global_step):
+            finish_learning()
+        if (event := scheduler.step(global_step, update_step)) is not None:
+            regularizer.on_reset()
+            if args.overlap:  # plasticity injection changes the parameter set: the actor takes the new one
+                actor = copy.deepcopy(q_network)
+            tqdm.write(f"{args.reset} reset at env step {global_step:,}, update {update_step:,}: {event.seconds:.2f} s")
 
-        # Still inside GracefulStop: a SIGTERM now only sets the flag, so a finished run ends with exit code 0.
-        progress.close()
-        if learner is not None:
-            learner.shutdown()
-        if args.save_model:
-            torch.save(q_network.state_dict(), run_dir / f"{args.exp_name}.cleanrl_model")
-        result = {"finished": True, "global_step": global_step, "update_step": update_step,
-                  "resets": len(scheduler.events)}  # fmt: skip
-        write_json_atomic(run_dir / "result.json", result)
-        envs.close()
-        writer.close()
-        return 0
+        if crossed(global_step, args.num_envs, args.metrics_every) and len(rb) >= args.batch_size:
+            finish_learning()
+            for key, value in plasticity_metrics(q_network, rb.sample(min(256, len(rb))).observations).items():
+                run.log(f"plasticity/{key}", value, global_step)
+            for key, value in regularizer.log_scalars().items():
+                run.log(key, value, global_step)
+        done = global_step >= args.total_timesteps  # the last step also evaluates and checkpoints
+        if crossed(global_step, args.num_envs, args.eval_every) or (done and args.eval_every):
+            finish_learning()
+            eval_returns = evaluate(q_network, args, device, seed=args.seed + 10_000 + global_step)
+            run.log("eval/episodic_return", float(np.mean(eval_returns)), global_step)
+        if crossed(global_step, args.num_envs, args.checkpoint_every) or done:
+            save("final" if done else "periodic")
+        if run.stop_requested and not done:
+            save(run.stop_requested)
+            break
+
+    if learner is not None:
+        learner.shutdown()
+    envs.close()
+    if global_step < args.total_timesteps:
+        return run.stop(global_step)
+    if args.save_model:
+        torch.save(q_network.state_dict(), run.dir / f"{args.exp_name}.cleanrl_model")
+    run.finish({"global_step": global_step, "update_step": update_step, "resets": len(scheduler.events)})
 
 
 if __name__ == "__main__":
-    try:
-        setup = configure(tyro.cli(Args))
-    except (ValueError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    try:
-        sys.exit(train(*setup))
-    except FloatingPointError as err:  # numerical trouble: say where, keep the last good checkpoint
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(3)
-    except OSError as err:  # disk full, run directory gone or unwritable: the last checkpoint is intact
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(4)
+    args, checkpoint = parse_args(Args, AGENT, PRESETS)
+    with Run(args, AGENT, checkpoint) as run:
+        train(args, run)
+    sys.exit(run.exit_code)

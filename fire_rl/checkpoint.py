@@ -3,8 +3,10 @@
 A checkpoint is a dict written with `torch.save`. `save_checkpoint` writes it to a temporary file in the same folder,
 fsyncs it, keeps the current checkpoint as ``<name>.prev.pt`` (by hard link, so the checkpoint path never disappears),
 then renames the temporary file over the checkpoint and fsyncs the folder. A crash or a kill at any moment leaves either
-the old or the new checkpoint in place, never a half-written one. `load_checkpoint` checks the header
-(`FORMAT`, agent, env id) before anything is used.
+the old or the new checkpoint in place, never a half-written one. Nothing is written when any tensor of the payload
+holds a NaN or Inf. `load_checkpoint` verifies the CRC-32 of every record of the file (a ``torch.save`` file is a zip
+archive; ``torch.load`` itself does not check them), then the header (`FORMAT`, agent, env id), before anything is
+used.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fire_rl.runtime import nonfinite_parameters
+from fire_rl.runtime import nonfinite_tensors
 
 FORMAT = "fire_rl-checkpoint"
 VERSION = 1
@@ -45,7 +47,6 @@ def save_checkpoint(
     *,
     agent: str,
     env_id: str,
-    finite: dict[str, torch.nn.Module] | None = None,
 ) -> Path:
     """Write `payload` to `path` atomically, keeping the previous checkpoint as ``<stem>.prev<suffix>``.
 
@@ -54,17 +55,18 @@ def save_checkpoint(
         payload: anything `torch.save` can write (state dicts, tensors, plain Python values, numpy arrays).
         agent: the agent that wrote it (``"dqn_atari"``); `load_checkpoint` refuses other agents' checkpoints.
         env_id: the environment id; `load_checkpoint` refuses other envs' checkpoints.
-        finite: modules whose parameters must all be finite; if one holds a NaN or Inf nothing is written, so the last
-            checkpoint on disk stays the last good one (one host sync).
 
     Raises:
-        FloatingPointError: a parameter of `finite` holds a NaN or Inf (the message names it); nothing is written.
+        FloatingPointError: a floating tensor of the payload (networks, optimizer moments, temperature, RSNorm
+            statistics, scheduler and regularizer state; the replay buffer and env state excepted) holds a NaN or Inf;
+            the message names it, nothing is written, and the last checkpoint on disk stays the last good one.
         OSError: the folder is not writable or the disk is full; the previous checkpoint is left as it was and the
             temporary file is removed.
     """
     path = Path(path)
-    if finite and (bad := nonfinite_parameters(finite)):
-        raise FloatingPointError(f"NaN/Inf in {bad}: not checkpointed; the last good checkpoint is {path}")
+    checked = {k: v for k, v in payload.items() if k not in ("buffer", "env_state")}
+    if bad := nonfinite_tensors(checked):
+        raise FloatingPointError(f"NaN/Inf in {', '.join(bad)}: not checkpointed; the last good one is {path}")
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
     record = {"format": FORMAT, "version": VERSION, "agent": agent, "env_id": env_id, "payload": payload}
@@ -86,9 +88,8 @@ def save_checkpoint(
     except BaseException as err:
         tmp.unlink(missing_ok=True)
         if (io_error := _os_error_in(err)) is not None:
-            raise OSError(
-                io_error.errno, f"could not write checkpoint {path}: {io_error.strerror}; the previous one is intact"
-            ) from err
+            kept = "the previous one is intact" if path.exists() else "there is no earlier checkpoint"
+            raise OSError(io_error.errno, f"could not write checkpoint {path}: {io_error.strerror}; {kept}") from err
         raise
     return path
 
@@ -125,12 +126,21 @@ def load_checkpoint(path: str | Path, *, agent: str, env_id: str | None = None, 
         env_id: the env id it must be for (None: any).
 
     Raises:
-        CheckpointError: the file is missing, truncated or corrupted, not a fire_rl checkpoint, or from another agent,
-            env, or format version. Nothing is modified.
+        CheckpointError: the file is missing, truncated or corrupted (a record fails its CRC-32), not a fire_rl
+            checkpoint, or from another agent, env, or format version. Nothing is modified.
 
     Checkpoints are unpickled with ``weights_only=False`` (they hold numpy RNG states); load only your own files.
     """
     path = resolve_checkpoint(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad_record = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupted?): {err}") from err
+    if bad_record is not None:
+        prev = path.with_name(f"{path.stem}.prev{path.suffix}")
+        hint = f"; to resume from the previous checkpoint instead: --resume {prev}" if prev.is_file() else ""
+        raise CheckpointError(f"{path} is corrupted: record {bad_record} fails its CRC-32 check{hint}")
     try:
         record = torch.load(path, map_location=map_location, weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, AttributeError) as err:

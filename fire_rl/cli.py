@@ -1,19 +1,17 @@
 """The flags both agents share, flat as CleanRL's (``--seed 1 --reset fire --reset-at 100000``).
 
 Each agent's tyro ``Args`` dataclass inherits `RunArgs` (experiment, logging, checkpoint flags) and `PlasticityArgs`
-(reset and per-step flags) and overrides the defaults that differ (``exp_name``, the reset recipe). `open_run`,
-`reset_config` and `make_regularizer` check the flags and turn them into what the agent needs, before any work.
+(reset and per-step flags) and overrides the defaults that differ (``exp_name``, the reset recipe). `check` refuses
+a bad value before any work; `reset_config` and `make_regularizer` turn the flags into what the agent needs.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from fire_rl.checkpoint import load_checkpoint
 from fire_rl.regularizers import Regularizer
-from fire_rl.runtime import check_run_dir, default_run_dir
 from fire_rl.scheduler import ResetConfig
 
 
@@ -42,7 +40,10 @@ class RunArgs:
     run_dir: str | None = None
     """the run directory (default: runs/{env}__{exp_name}__{seed}__{time})"""
     resume: str | None = None
-    """continue the run in this run directory (or from this checkpoint file)"""
+    """continue the run in this run directory (or from this checkpoint file) with its own saved flags; only how long
+    and where it runs and what it logs may be changed"""
+    start_over: bool = False
+    """start a fresh run in a --run-dir that already holds one, after moving the old run aside (never deleted)"""
     save_buffer: bool = False
     """whether checkpoints include the replay buffer (exact resume; about 7 GB for 1M Atari frames)"""
     metrics_every: int = 10_000
@@ -50,23 +51,31 @@ class RunArgs:
     checkpoint_every: int = 100_000
     """env steps between checkpoints (0: only at the end and on interrupt)"""
 
-    def open_run(self, agent: str, env_id: str) -> tuple[dict | None, Path]:
-        """The checkpoint to resume from (or None) and the run directory, checked before anything is written.
+    RANGES: ClassVar[dict[str, str]] = {
+        "seed": "[0, 4294967295]", "threads": "[0, inf)", "metrics_every": "[0, inf)", "checkpoint_every": "[0, inf)",
+    }  # fmt: skip
+
+    def check(self) -> None:
+        """Refuse a bad value before any work: every float flag must be finite, and every flag named in the `RANGES`
+        of this class or a parent must lie in its interval (``"(0, 1]"``: open at 0, closed at 1).
 
         Raises:
-            ValueError: a negative count, or a run directory that cannot be created or written.
-            CheckpointError: `resume` is not a checkpoint of `agent` for `env_id`.
+            ValueError: one line naming the flag, its value and the allowed range.
         """
-        for name in ("threads", "metrics_every", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')}={getattr(self, name)}: must be >= 0")
-        if self.resume is not None:
-            checkpoint = load_checkpoint(self.resume, agent=agent, env_id=env_id)
-            run_dir = Path(self.resume) if Path(self.resume).is_dir() else Path(self.resume).parent
-        else:
-            checkpoint = None
-            run_dir = Path(self.run_dir) if self.run_dir else default_run_dir(env_id, self.exp_name, self.seed)
-        return checkpoint, check_run_dir(run_dir)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"--{f.name.replace('_', '-')}={value}: must be a finite number")
+        for klass in reversed(type(self).__mro__):
+            for name, interval in klass.__dict__.get("RANGES", {}).items():
+                value = getattr(self, name)
+                if value is None:
+                    continue
+                lo, hi = (float(x) for x in interval[1:-1].split(","))
+                above = value > lo if interval[0] == "(" else value >= lo
+                below = value < hi if interval[-1] == ")" else value <= hi
+                if not (above and below):
+                    raise ValueError(f"--{name.replace('_', '-')}={value}: must be in {interval}")
 
     def markdown(self) -> str:
         """Every flag and its value as a Markdown table (tensorboard's hyperparameter text, as CleanRL writes it)."""
@@ -103,6 +112,9 @@ class PlasticityArgs:
     """optimizer state after a reset (default: the recipe's: paper-dqn keeps Adam's state, paper-sac rebuilds)"""
     reset_temperature: Literal["keep", "reset"] | None = None
     """SAC's temperature after a reset (default: the recipe's; paper-sac resets it)"""
+    fire_scale: Literal["muon", "isometry", "none"] = "muon"
+    """FIRE's scale after orthogonalising: muon (the official rule, sqrt(d_out/d_in), convs also / (k_h k_w)),
+    isometry (convs / sqrt(k_h k_w) instead, so the flattened conv is an isometry up to sqrt(d_out/d_in)), or none"""
     polar_method: Literal["newton_schulz", "polar_express", "svd"] = "newton_schulz"
     """FIRE's polar factor: cubic Newton-Schulz (the paper), Polar Express (with --ns-tol), or an exact SVD"""
     ns_steps: int = 10
@@ -130,10 +142,20 @@ class PlasticityArgs:
     parseval_s: float = 2.0
     """Parseval's target scale s"""
 
-    def default_schedule(self, total_timesteps: int) -> None:
-        """A method with no schedule resets once, at the run's midpoint (the FIRE paper's protocol)."""
+    RANGES: ClassVar[dict[str, str]] = {
+        "reset_every": "[0, inf)", "reset_start": "[0, inf)", "ns_steps": "[1, inf)", "sp_alpha": "[0, 1]",
+        "redo_tau": "[0, inf)", "swr_lambda": "[0, 1]", "l2init_lambda": "[0, inf)", "parseval_lambda": "[0, inf)",
+        "parseval_s": "(0, inf)",
+    }  # fmt: skip
+
+    def check(self) -> None:
+        """`RunArgs.check`, then the reset schedule (a method with no schedule resets once, at the run's midpoint:
+        the FIRE paper's protocol), the reset configuration and the per-step method."""
+        super().check()
         if self.reset != "none" and not self.reset_at and self.reset_every == 0:
-            self.reset_at = (total_timesteps // 2,)
+            self.reset_at = (self.total_timesteps // 2,)
+        self.reset_config().validate(self.total_timesteps)
+        self.make_regularizer()
 
     def reset_config(self) -> ResetConfig:
         """The scheduler's config; raises ValueError naming a bad value."""
@@ -150,6 +172,7 @@ class PlasticityArgs:
             target=self.reset_target,
             optimizer=self.reset_optimizer,
             temperature=self.reset_temperature,
+            fire_scale=self.fire_scale,
             polar_method=self.polar_method,
             ns_steps=self.ns_steps,
             ns_tol=self.ns_tol,

@@ -44,18 +44,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def memory_report(what: str, needed_bytes: int) -> str:
-    """One line saying how much memory `what` needs and how much is free, with a warning when it does not fit."""
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return f"{what} needs {needed_bytes / 1e9:.2f} GB"
-    line = f"{what} needs {needed_bytes / 1e9:.2f} GB, {free / 1e9:.1f} GB free"
-    if needed_bytes > 0.9 * free:
-        line = f"WARNING: {line}: the run may be killed for lack of memory; lower --buffer-size"
-    return line
-
-
 def default_run_dir(env_id: str, exp_name: str, seed: int, root: str = "runs") -> Path:
     """CleanRL's ``runs/{env}__{exp}__{seed}__{time}``, with ``/`` in env ids replaced so it is one folder."""
     safe_env = env_id.replace("/", "_")
@@ -96,13 +84,31 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
         raise
 
 
-def nonfinite_parameters(modules: dict[str, torch.nn.Module]) -> list[str]:
-    """Names (``"<module>.<parameter>"``) of parameters holding a NaN or Inf; one host sync for all of them."""
-    named = [(f"{m}.{n}", p) for m, module in modules.items() for n, p in module.named_parameters()]
+def nonfinite_tensors(tree: Any, prefix: str = "") -> list[str]:
+    """Dotted paths (``"optimizers.0.state.3.exp_avg_sq"``) of the floating-point tensors in a nested dict/list/tuple
+    that hold a NaN or Inf; one host sync for all of them."""
+
+    def walk(node: Any, path: str):
+        if isinstance(node, torch.Tensor):
+            if node.is_floating_point() or node.is_complex():
+                yield path, node
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                yield from walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list | tuple):
+            for i, value in enumerate(node):
+                yield from walk(value, f"{path}.{i}" if path else str(i))
+
+    named = list(walk(tree, prefix))
     if not named:
         return []
-    flags = torch.stack([torch.isfinite(p).all() for _, p in named]).tolist()
+    flags = torch.stack([torch.isfinite(t).all().to(named[0][1].device) for _, t in named]).tolist()
     return [name for (name, _), ok in zip(named, flags) if not ok]
+
+
+def nonfinite_parameters(modules: dict[str, torch.nn.Module]) -> list[str]:
+    """Names (``"<module>.<parameter>"``) of parameters holding a NaN or Inf; one host sync for all of them."""
+    return nonfinite_tensors({m: dict(module.named_parameters()) for m, module in modules.items()})
 
 
 class GracefulStop:

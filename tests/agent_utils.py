@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -24,6 +25,22 @@ def run_agent(agent: str, *flags: str, timeout: float = 600, check: bool = True)
         output = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{output}")
     return proc
+
+
+def start_agent(agent: str, *flags: str) -> subprocess.Popen:
+    """Start ``python agents/<agent>.py <flags>`` in the background (stdout and stderr merged)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "agents" / f"{agent}.py"), "--threads", "1", *flags]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Wait until `path` exists, failing if `proc` exits first or `timeout` seconds pass."""
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"agent exited early:\n{proc.stdout.read()}"
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
 
 
 def load_agent(name: str):

@@ -71,13 +71,33 @@ def test_replay_ratio_rejects_non_positive():
             ReplayRatio(bad)
 
 
-def test_non_finite_parameters_are_never_checkpointed(tmp_path):
+def test_non_finite_tensors_anywhere_in_the_payload_are_never_checkpointed(tmp_path):
+    # Parseval with a huge coefficient drives Adam's exp_avg_sq to inf while the weights stay finite: the check covers
+    # every tensor of the payload (optimizer states, temperature, statistics), not only the networks.
     path = tmp_path / "checkpoint.pt"
     net = torch.nn.Linear(3, 2)
-    save_checkpoint(path, {"step": 1}, agent="a", env_id="e", finite={"net": net})
-    with torch.no_grad():
-        net.weight[1, 2] = float("inf")
-    with pytest.raises(FloatingPointError, match=r"net\.weight"):
-        save_checkpoint(path, {"step": 2}, agent="a", env_id="e", finite={"net": net})
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    save_checkpoint(path, {"step": 1, "net": net.state_dict(), "opt": opt.state_dict()}, agent="a", env_id="e")
+    opt.state[net.weight]["exp_avg_sq"][1, 2] = float("inf")
+    with pytest.raises(FloatingPointError, match=r"opt\.state\.0\.exp_avg_sq"):
+        save_checkpoint(path, {"step": 2, "net": net.state_dict(), "opt": opt.state_dict()}, agent="a", env_id="e")
+    with pytest.raises(FloatingPointError, match="log_alpha"):
+        save_checkpoint(path, {"step": 2, "log_alpha": torch.tensor(float("inf"))}, agent="a", env_id="e")
     assert load_checkpoint(path, agent="a")["step"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_a_bit_flipped_checkpoint_is_refused_by_its_crc(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"w": torch.randn(256, 256)}, agent="a", env_id="e")
+    save_checkpoint(path, {"w": torch.randn(256, 256)}, agent="a", env_id="e")  # a checkpoint.prev.pt exists
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2  # inside the tensor's record
+    data[middle : middle + 4096] = bytes(b ^ 0xFF for b in data[middle : middle + 4096])
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="CRC") as err:
+        load_checkpoint(path, agent="a")
+    assert "checkpoint.prev.pt" in str(err.value), "the message says how to fall back to the previous checkpoint"
+    assert load_checkpoint(tmp_path / "checkpoint.prev.pt", agent="a")["w"].shape == (256, 256)

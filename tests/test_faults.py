@@ -13,7 +13,7 @@ import sys
 import time
 
 import torch
-from agent_utils import ROOT, checkpoint, reset_events, run_agent, scalars
+from agent_utils import ROOT, checkpoint, reset_events, run_agent, scalars, wait_for
 
 from fire_rl.checkpoint import load_checkpoint
 
@@ -28,14 +28,6 @@ def start_agent(run_dir, *extra):
     if "--resume" not in extra:
         cmd += ["--run-dir", str(run_dir)]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_for(path, proc, timeout=300):
-    deadline = time.time() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"agent exited early:\n{proc.stdout.read()}"
-        assert time.time() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
 
 
 def assert_clean_curves(run_dir):

@@ -7,6 +7,7 @@ depends on total_timesteps, which differs between the first half and the straigh
 """
 
 import collections
+import importlib.util
 
 import pytest
 import torch
@@ -84,3 +85,13 @@ def test_sac_resume_is_exact(tmp_path, method):
     assert_same(a, b)
     assert len(reset_events(straight)) == len(reset_events(resumed)) == 2
     assert_same(reset_events(straight), reset_events(resumed), "resets.jsonl")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("humanoid_bench") is None,
+                    reason="HumanoidBench is not installed (README: HumanoidBench)")  # fmt: skip
+def test_sac_resume_is_exact_on_humanoid_bench(tmp_path):
+    flags = [*SAC, "--env-id", "h1-walk-v0", "--reset", "fire"]
+    straight, resumed = straight_and_resumed(tmp_path, "sac_simba", flags, 100)
+    a, b = checkpoint(straight), checkpoint(resumed)
+    assert a["global_step"] == b["global_step"] == 200 and a["update_step"] == b["update_step"] > 0
+    assert_same(a, b)

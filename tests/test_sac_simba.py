@@ -1,10 +1,13 @@
 """SAC + SimBa on real MuJoCo (Humanoid-v5), end to end: a subprocess, tensorboard event files, checkpoints."""
 
+import importlib.util
+import json
 import math
+import signal
 
 import pytest
 import torch
-from agent_utils import checkpoint, reset_events, run_agent, scalars
+from agent_utils import checkpoint, reset_events, run_agent, scalars, start_agent, wait_for
 
 # Small widths and a few hundred env steps that cross learning_starts; the reset comes at the very end, so a run with
 # a reset and one without follow the same trajectory up to it.
@@ -34,7 +37,8 @@ def test_paper_sac_resets_end_to_end(tmp_path, baseline, method):
     assert ckpt["global_step"] == ref["global_step"] and ckpt["update_step"] == ref["update_step"]
     for name in ["mean", "var", "count"]:
         assert torch.equal(ckpt["rsnorm"][name], ref["rsnorm"][name]), "RSNorm statistics are kept by a reset"
-    assert all(not opt["state"] for opt in ckpt["optimizers"]), "paper-sac: fresh optimizers (and temperature)"
+    for opt in ["actor_optimizer", "q_optimizer", "alpha_optimizer"]:
+        assert not ckpt[opt]["state"], "paper-sac: fresh optimizers (and temperature)"
     assert math.isclose(float(ckpt["log_alpha"]), math.log(0.01), rel_tol=1e-6), "temperature back to its init"
     for q in ["qf1", "qf2"]:
         for key, value in ckpt[q].items():
@@ -51,7 +55,7 @@ def test_bad_input(tmp_path):
     for flags, message in [
         (["--env-id", "CartPole-v1"], "CartPole-v1"),
         (["--env-id", "NoSuchEnv-v9"], "NoSuchEnv-v9"),
-        (["--env-id", "h1-walk-v0"], "git"),
+        (["--env-id", "h1-nosuchtask-v0"], "h1-nosuchtask-v0"),
         (["--replay-ratio", "-1"], "--replay-ratio=-1"),
         (["--critic-hidden", "0"], "--critic-hidden=0"),
     ]:
@@ -74,3 +78,24 @@ def test_redo_and_regularizers_end_to_end(tmp_path, regularizer):
     assert "losses/qf1_loss" in tags
     if regularizer == "swr":
         assert any(t.startswith("swr/qf1/") for t in tags) and any(t.startswith("swr/actor/") for t in tags)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("humanoid_bench") is None,
+                    reason="HumanoidBench is not installed (README: HumanoidBench)")  # fmt: skip
+@pytest.mark.parametrize("env_id", ["h1-walk-v0", "h1hand-walk-v0"])
+def test_humanoid_bench_run_checkpoints_stops_and_resumes(tmp_path, env_id):
+    # main crashed at the first checkpoint of every HumanoidBench run (its env state could not be captured).
+    run_dir = tmp_path / "run"
+    proc = start_agent("sac_simba", "--env-id", env_id, "--reset", "fire", "--total-timesteps", "1000",
+                       "--learning-starts", "200", "--reset-at", "400", "--actor-hidden", "32", "--critic-hidden",
+                       "64", "--batch-size", "32", "--checkpoint-every", "200", "--eval-every", "0",
+                       "--metrics-every", "0", "--run-dir", str(run_dir))  # fmt: skip
+    wait_for(run_dir / "checkpoint.pt", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 143, out
+    assert 200 <= checkpoint(run_dir)["global_step"] < 1000
+    run_agent("sac_simba", "--resume", str(run_dir))  # no other flag, as the stop message says
+    assert json.loads((run_dir / "result.json").read_text())["finished"]
+    assert checkpoint(run_dir)["global_step"] == 1000
+    assert [e["global_step"] for e in reset_events(run_dir)] == [400]

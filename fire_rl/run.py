@@ -1,0 +1,362 @@
+"""The run lifecycle both agents share: flags, checks, run directory, logging, checkpoints and exit codes.
+
+An agent's ``__main__`` is three lines; its `train` calls `Run.start` once all that can refuse has been built::
+
+    args, checkpoint = parse_args(Args, AGENT)      # bad flag or --resume: exit 2, nothing written
+    with Run(args, AGENT, checkpoint) as run:       # exceptions become exit codes, one line each
+        train(args, run)                            # build envs and networks, run.start(), the loop, run.finish()
+    sys.exit(run.exit_code)
+
+Exit codes: 0 finished, 2 bad input (before `start`: flags, env ids, layer selections, memory, a locked or occupied
+run directory, a corrupt checkpoint), 3 a NaN/Inf in a loss or in any tensor of a checkpoint, 4 disk or I/O error,
+130 stopped by SIGINT, 143 stopped by SIGTERM (128 + the signal number, what SLURM, Ray and Kubernetes read as
+"terminated, requeue"). A stop always writes a checkpoint first.
+
+The run directory holds ``config.json`` (the flags of this start, and ``history``: one entry per start with its
+mode, env step and overrides; the first entry keeps the original flags), ``checkpoint.pt`` (+ ``checkpoint.prev.pt``),
+the tensorboard event files, ``scalars.csv`` (every logged scalar once, ``tag,step,value``, for pandas),
+``resets.jsonl`` and, at the end, ``result.json``. While a run lives it holds an exclusive OS lock on ``.lock``
+(released by the kernel when the process dies, so a SIGKILL never leaves a stale lock).
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import importlib.util
+import json
+import math
+import os
+import shutil
+import sys
+import threading
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from fire_rl.checkpoint import load_checkpoint, save_checkpoint
+from fire_rl.runtime import GracefulStop, check_run_dir, default_run_dir, write_json_atomic
+
+# Flags a resumed run may change: they say how long and where it runs and what it logs, not what its state means.
+RESUMABLE = frozenset({
+    "total_timesteps", "checkpoint_every", "eval_every", "eval_episodes", "metrics_every", "threads", "device",
+    "track", "wandb_project_name", "wandb_entity", "capture_video", "save_buffer", "save_model", "resume", "run_dir",
+    "start_over",
+})  # fmt: skip
+EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_IO = 2, 3, 4
+EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
+RUN_FILES = ("config.json", "checkpoint.pt", "result.json")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _argv_value(argv: list[str], flag: str) -> str | None:
+    """The value given to `flag` in `argv` (``--flag V`` or ``--flag=V``), the last one if repeated."""
+    value = None
+    for i, token in enumerate(argv):
+        if token == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif token.startswith(flag + "="):
+            value = token.split("=", 1)[1]
+    return value
+
+
+def holds_run(path: Path) -> bool:
+    """Whether `path` already holds a run (its config, checkpoint or result)."""
+    return any((path / name).exists() for name in RUN_FILES)
+
+
+def lock_run_dir(path: Path, probe: bool = False) -> int | None:
+    """Take the exclusive OS lock (``flock``) on ``path/.lock`` and write this pid into it; return its descriptor
+    (closing it releases the lock; the kernel releases it when the process dies). With `probe`, release it at once.
+
+    Raises:
+        ValueError: another process holds it (the message names that process's pid).
+    """
+    if probe and not (path / ".lock").exists():
+        return None
+    fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ValueError(f"run directory {path} is in use by another run (pid {holder})") from None
+    if probe:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def parse_args(cls: type, agent: str, presets: dict[str, dict] | None = None, argv: list[str] | None = None):
+    """Parse the command line into `cls` (a tyro dataclass with `RunArgs` fields), check it, and load `--resume`.
+
+    Defaults come from the preset named by ``--preset`` (so ``--help`` shows the values a run will use), or, with
+    ``--resume DIR``, from the flags saved in the run's checkpoint: a resumed run is the run in DIR. Flags given with
+    ``--resume`` may only change what `RESUMABLE` lists; any other one changes what the checkpoint means and is refused.
+
+    Returns:
+        ``(args, checkpoint payload or None)``. Exits with code 2 and one line naming the bad value on any error
+        (tyro's own parse errors keep their format); nothing is written.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        checkpoint, default = None, cls()
+        if (resume := _argv_value(argv, "--resume")) is not None:
+            checkpoint = load_checkpoint(resume, agent=agent)
+            names = {f.name for f in fields(cls)}
+            default = cls(**{k: v for k, v in checkpoint["args"].items() if k in names})
+        elif presets:
+            preset = _argv_value(argv, "--preset") or default.preset
+            default = cls(**{**asdict(default), **presets.get(preset, {}), "preset": preset})
+        args = tyro.cli(cls, default=default, args=argv)
+        if checkpoint is not None:
+            changed = [f.name for f in fields(cls) if getattr(args, f.name) != getattr(default, f.name)]
+            for name in changed:
+                if name not in RESUMABLE:
+                    raise ValueError(
+                        f"{_flag(name)}={getattr(args, name)!r} differs from the run's {getattr(default, name)!r}: "
+                        f"it changes what the checkpoint means; a resumed run may change only "
+                        f"{', '.join(_flag(n) for n in sorted(RESUMABLE - {'resume', 'run_dir'}))}"
+                    )
+            if args.total_timesteps < checkpoint["global_step"]:
+                raise ValueError(
+                    f"--total-timesteps={args.total_timesteps} is below the checkpoint's env step "
+                    f"{checkpoint['global_step']}"
+                )
+            path = Path(resume)
+            args.run_dir = str(path if path.is_dir() else path.parent)
+            lock_run_dir(Path(args.run_dir), probe=True)
+        else:
+            if args.run_dir is None:
+                args.run_dir = str(default_run_dir(args.env_id, args.exp_name, args.seed))
+            lock_run_dir(Path(args.run_dir), probe=True)
+            if holds_run(Path(args.run_dir)) and not args.start_over:
+                raise ValueError(
+                    f"--run-dir={args.run_dir} already holds a run: continue it with --resume {args.run_dir}, or "
+                    f"pass --start-over to move it aside and start a new one"
+                )
+        check_run_dir(args.run_dir)
+        args.check()
+        if args.track and importlib.util.find_spec("wandb") is None:
+            raise ValueError("--track needs wandb, which is not installed: pip install 'fire_rl[track]'")
+    except ValueError as err:  # CheckpointError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    return args, checkpoint
+
+
+def check_memory(what: str, needed_bytes: int) -> None:
+    """Print how much memory `what` needs and how much is available; raise ValueError when it exceeds the machine's
+    physical memory (it could never fit), warn when it exceeds what is available now."""
+    mem = psutil.virtual_memory()
+    if needed_bytes > mem.total:
+        raise ValueError(f"{what} needs {needed_bytes / 1e9:.1f} GB; this machine has {mem.total / 1e9:.1f} GB")
+    line = f"{what} needs {needed_bytes / 1e9:.2f} GB, {mem.available / 1e9:.1f} GB available"
+    if needed_bytes > 0.9 * mem.available:
+        line = f"WARNING: {line}: the run may be killed for lack of memory; lower --buffer-size"
+    print(line, flush=True)
+
+
+class Run:
+    """One run of an agent: its directory, lock, logs, checkpoints, signals and exit code.
+
+    Args:
+        args: the checked flags from `parse_args` (``run_dir`` set).
+        agent: the agent's name, written into and checked against checkpoints.
+        checkpoint: the payload to resume from, or None for a fresh run.
+
+    Nothing is written until `start`; an exception before it (ValueError, ImportError) exits 2. After it,
+    FloatingPointError exits 3 and OSError exits 4, each with one line; the last good checkpoint is kept.
+    """
+
+    def __init__(self, args: Any, agent: str, checkpoint: dict | None = None) -> None:
+        self.args, self.agent, self.checkpoint = args, agent, checkpoint
+        self.dir = Path(args.run_dir)
+        self.start_step = checkpoint["global_step"] if checkpoint else 0
+        self.exit_code = 0
+        self.started = False
+        self._stop = GracefulStop()
+        self._lock_fd: int | None = None
+        self._csv = None
+        self._sps_mark = (time.time(), self.start_step)
+
+    # ---- lifecycle --------------------------------------------------------------------------------------------------
+    def __enter__(self) -> Run:
+        if self.args.threads:
+            torch.set_num_threads(self.args.threads)
+        return self
+
+    def start(self) -> None:
+        """Lock the run directory and open its logs. Call once every check has passed and before the first env step.
+
+        Raises:
+            ValueError: another process holds the run directory (its pid is named), or it holds another run.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = lock_run_dir(self.dir)
+        if self.checkpoint is None and holds_run(self.dir):
+            if not self.args.start_over:
+                raise ValueError(f"{self.dir} already holds a run: --resume {self.dir}, or --start-over")
+            self._move_aside()
+        for stale in self.dir.glob(".*.tmp"):  # temporary files of a write that a kill interrupted
+            stale.unlink()
+        self._write_config()
+        self._open_scalars()
+        self._hook = threading.excepthook
+        threading.excepthook = self._thread_hook
+        self.writer = SummaryWriter(str(self.dir), purge_step=self.start_step + 1 if self.checkpoint else None)
+        if self.checkpoint is None:
+            self.writer.add_text("hyperparameters", self.args.markdown())
+        if self.args.track:
+            import wandb
+
+            wandb.init(project=self.args.wandb_project_name, entity=self.args.wandb_entity, sync_tensorboard=True,
+                       config=asdict(self.args), name=self.dir.name, id=self.dir.name, resume="allow")  # fmt: skip
+        self._stop.__enter__()
+        self.progress = tqdm(total=self.args.total_timesteps, initial=self.start_step, unit="step",
+                             dynamic_ncols=True, smoothing=0.05, mininterval=1.0)  # fmt: skip
+        self._sps_mark = (time.time(), self.start_step)
+        self.started = True
+        if self.checkpoint is not None:
+            print(f"resumed {self.dir} at env step {self.start_step:,} (update {self.checkpoint['update_step']:,})")
+
+    def _move_aside(self) -> None:
+        old = self.dir.with_name(f"{self.dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        old.mkdir()
+        for entry in self.dir.iterdir():
+            if entry.name != ".lock":
+                shutil.move(str(entry), old / entry.name)
+        print(f"--start-over: the previous run is now in {old}", flush=True)
+
+    def _write_config(self) -> None:
+        args = asdict(self.args)
+        history = []
+        path = self.dir / "config.json"
+        if self.checkpoint is not None and path.is_file():
+            history = json.loads(path.read_text()).get("history", [])
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid()}
+        if self.checkpoint is None:
+            entry.update(mode="fresh", args=args)
+        else:
+            saved = self.checkpoint["args"]
+            overrides = {k: v for k, v in args.items() if k not in ("resume", "run_dir") and saved.get(k) != v}
+            entry.update(mode="resume", env_step=self.start_step, overrides=overrides)
+        write_json_atomic(path, {**args, "history": [*history, entry]})
+
+    def _open_scalars(self) -> None:
+        path = self.dir / "scalars.csv"
+        rows = []
+        if self.checkpoint is not None and path.is_file():  # keep what was logged up to the checkpoint
+            with open(path, newline="") as f:
+                for row in csv.reader(f):
+                    if len(row) == 3 and row[1].isdigit() and int(row[1]) <= self.start_step:
+                        rows.append(row)
+        tmp = path.with_name(".scalars.csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([["tag", "step", "value"], *rows])
+        os.replace(tmp, path)
+        self._csv_file = open(path, "a", newline="")  # noqa: SIM115 (closed in __exit__)
+        self._csv = csv.writer(self._csv_file)
+
+    def _thread_hook(self, hook_args) -> None:
+        if issubclass(hook_args.exc_type, OSError):  # the writer thread's failed write: reported once, as exit 4
+            return
+        self._hook(hook_args)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._stop.restore()
+        if self.started:
+            self.progress.close()
+            try:
+                self.writer.close()
+                self._csv_file.close()
+            except OSError as err:
+                exc_type, exc = exc_type or OSError, exc or err
+            threading.excepthook = self._hook
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+        if exc_type is None:
+            return False
+        if issubclass(exc_type, KeyboardInterrupt):
+            code = EXIT_SIGNAL["SIGINT"]
+        elif issubclass(exc_type, FloatingPointError):
+            code = EXIT_NONFINITE
+        elif issubclass(exc_type, OSError) and self.started:
+            code = EXIT_IO
+        elif issubclass(exc_type, ValueError | ImportError) and not self.started:
+            code = EXIT_BAD_INPUT
+        else:
+            return False  # a bug: let the traceback show
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(code) from None
+
+    # ---- logging ----------------------------------------------------------------------------------------------------
+    def log(self, tag: str, value: float, step: int) -> None:
+        """Log one scalar at `step` (env steps) to tensorboard and ``scalars.csv``."""
+        value = float(value)
+        self.writer.add_scalar(tag, value, step)
+        self._csv.writerow((tag, step, repr(value)))
+
+    def log_losses(self, stats: dict[str, torch.Tensor], step: int, update_step: int, prefix: str = "losses/") -> None:
+        """Log an update's 0-dim tensors (one host sync) with the run's speed and memory; raise FloatingPointError
+        naming every non-finite one."""
+        values = dict(zip(stats, torch.stack([v.float() for v in stats.values()]).tolist()))
+        if bad := [k for k, v in values.items() if not math.isfinite(v)]:
+            raise FloatingPointError(
+                f"non-finite {', '.join(f'{prefix}{k}={values[k]}' for k in bad)} at env step {step}, update "
+                f"{update_step}; the last good checkpoint is {self.dir / 'checkpoint.pt'}"
+            )
+        for key, value in values.items():
+            self.log(prefix + key, value, step)
+        now, (then, then_step) = time.time(), self._sps_mark
+        sps = int((step - then_step) / max(now - then, 1e-9))
+        self.log("charts/SPS", sps, step)
+        self.log("charts/update_step", update_step, step)
+        self.log("charts/rss_mb", psutil.Process().memory_info().rss / 2**20, step)
+        self.progress.set_postfix(sps=sps, upd=update_step, refresh=False)
+
+    def advance(self, env_steps: int) -> None:
+        """Move the progress bar by `env_steps`."""
+        self.progress.update(env_steps)
+
+    # ---- checkpoints and the end ------------------------------------------------------------------------------------
+    @property
+    def stop_requested(self) -> str | None:
+        """``"SIGINT"`` or ``"SIGTERM"`` once one arrived (the loop checkpoints, then calls `stop`), else None."""
+        return self._stop.requested
+
+    def save(self, payload: dict[str, Any], tag: str) -> None:
+        """Write ``checkpoint.pt`` atomically (after checking every tensor of `payload` is finite), then flush the logs.
+
+        Raises:
+            FloatingPointError: a tensor holds a NaN or Inf (named); nothing is written, the last checkpoint stays.
+            OSError: the disk is full or read-only; the previous checkpoint is intact.
+        """
+        save_checkpoint(self.dir / "checkpoint.pt", {"args": asdict(self.args), **payload}, agent=self.agent,
+                        env_id=self.args.env_id)  # fmt: skip
+        self.writer.flush()
+        self._csv_file.flush()
+        tqdm.write(f"checkpoint ({tag}) at env step {payload['global_step']:,}")
+
+    def stop(self, global_step: int) -> None:
+        """End a run stopped by a signal (call after `save`): exit code 130 (SIGINT) or 143 (SIGTERM)."""
+        self.exit_code = EXIT_SIGNAL[self._stop.requested]
+        self.progress.close()
+        print(f"stopped by {self._stop.requested} at env step {global_step:,}; resume with --resume {self.dir}")
+
+    def finish(self, result: dict[str, Any]) -> None:
+        """Write ``result.json`` (``finished: true`` and `result`): the mark a sweep reads as done."""
+        self.progress.close()
+        write_json_atomic(self.dir / "result.json", {"finished": True, **result})
