@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import os
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -15,14 +14,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from fire_rl.buffers import AtariReplayBuffer
-from fire_rl.checkpoint import get_rng_state, set_rng_state
 from fire_rl.cli import PlasticityArgs, RunArgs
 from fire_rl.envs.atari import episode_stats, make_atari_env, real_next_obs
 from fire_rl.envs.env_state import get_env_state, set_env_state
 from fire_rl.metrics import plasticity_metrics
 from fire_rl.networks import QNetwork, update_target_
 from fire_rl.run import Run, check_memory, parse_args
-from fire_rl.runtime import ReplayRatio, crossed, resolve_device, seed_everything
+from fire_rl.runtime import Background, ReplayRatio, crossed, resolve_device, seed_everything
 from fire_rl.scheduler import ResetScheduler
 
 AGENT = "dqn_atari"
@@ -175,10 +173,9 @@ def evaluate(q_network, args: Args, device: torch.device, seed: int) -> list[flo
 
 
 def train(args: Args, run: Run) -> None:
-    """Train for `args.total_timesteps` env steps (from the checkpoint's step when resuming); `run` (fire_rl.run) owns
-    the run directory, logs, checkpoints and exit codes. Everything that can refuse (env id, layer selections, buffer
-    memory) is built before `run.start()`, so a refusal writes nothing. Raises FloatingPointError on a NaN or Inf in
-    a loss, a Q-value, a reset or a checkpoint (the last good checkpoint is kept)."""
+    """Train to `args.total_timesteps` env steps; `run` (fire_rl/run.py) owns the run directory, logs, checkpoints and
+    exit codes. All that can refuse (env id, layer selections, buffer memory) is built before `run.start()`. Raises
+    FloatingPointError on a NaN or Inf in a loss, a Q-value, a reset or a checkpoint (the last good one is kept)."""
     device = resolve_device(args.device)
     envs = make_atari_env(args.env_id, args.num_envs, args.seed, preset=args.preset,
                           capture_video=args.capture_video, run_dir=run.dir)  # fmt: skip
@@ -197,39 +194,26 @@ def train(args: Args, run: Run) -> None:
     rb = AtariReplayBuffer(args.buffer_size, args.num_envs, device=device, seed=args.seed,
                            channels_last=args.channels_last)  # fmt: skip
     scheduler = ResetScheduler(args.reset_config(), log_fn=run.log, run_dir=run.dir, total_steps=args.total_timesteps)
-
-    def probe():  # a batch for the metrics logged around a reset; None before any data
-        return (rb.sample(min(256, len(rb))).observations,) if len(rb) else None
-
+    probe = lambda: (rb.sample(min(256, len(rb))).observations,) if len(rb) else None  # noqa: E731 (reset metrics)
     scheduler.add_network("q", q_network, target=target_network, optimizer=optimizer, probe=probe)
     scheduler.check()
     regularizer = args.make_regularizer()
     regularizer.add_network("q", q_network, scheduler.theta0("q"))
     replay = ReplayRatio(args.replay_ratio)
-    rng = np.random.default_rng(args.seed)  # exploration
     # Restored in this order: the scheduler first re-applies any plasticity injection, which changes the parameters.
     state = {"scheduler": scheduler, "q_network": q_network, "target_network": target_network, "optimizer": optimizer,
              "replay_ratio": replay, "regularizer": regularizer}  # fmt: skip
 
     run.start()
-    global_step, update_step, learning_starts = 0, 0, args.learning_starts
-    if (ckpt := run.checkpoint) is not None:
-        for name, obj in state.items():
-            obj.load_state_dict(ckpt[name])
-        set_rng_state(ckpt["rng"])
-        rng.bit_generator.state = ckpt["exploration_rng"]
-        global_step, update_step = ckpt["global_step"], ckpt["update_step"]
-        if "buffer" in ckpt:
-            rb.load_state_dict(ckpt["buffer"])
-        else:  # refill the replay buffer before learning again
-            learning_starts = global_step + max(args.batch_size, min(args.learning_starts, args.buffer_size))
+    ckpt = run.restore(state, rb)
+    global_step, update_step = (ckpt["global_step"], ckpt["update_step"]) if ckpt else (0, 0)
+    rng = run.rng  # exploration
     # --overlap: `actor` acts while the updates of the last learning step run on `q_network` in the background; it
     # takes the new weights when the next learning step starts (one learning step of lag, never a torn read).
     actor = copy.deepcopy(q_network) if args.overlap else q_network
     if args.overlap and ckpt is not None:
         actor.load_state_dict(ckpt["actor"])
-    learner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner") if args.overlap else None
-    job: Future | None = None
+    learner = Background(enabled=args.overlap)
 
     def learn(batches: list, first_update: int, step: int, epsilon: float, copy_target: bool) -> None:
         """The gradient updates of env step `step` (update numbers first_update + 1, ...), then the target update."""
@@ -242,24 +226,11 @@ def train(args: Args, run: Run) -> None:
         if copy_target:
             update_target_(target_network, q_network, args.tau)
 
-    def finish_learning() -> None:
-        """--overlap: wait for the background updates (they may raise FloatingPointError) before the networks are read
-        or changed here."""
-        nonlocal job
-        if job is not None:
-            job, running = None, job
-            running.result()
-
     def save(tag: str) -> None:
-        finish_learning()
-        payload = {name: obj.state_dict() for name, obj in state.items()}
-        payload.update(global_step=global_step, update_step=update_step, rng=get_rng_state(), obs=obs,
-                       exploration_rng=rng.bit_generator.state, env_state=get_env_state(envs))  # fmt: skip
-        if args.overlap:
-            payload["actor"] = actor.state_dict()
-        if args.save_buffer:
-            payload["buffer"] = rb.state_dict()
-        run.save(payload, tag)
+        learner.wait()  # the background updates may raise FloatingPointError
+        extra = {"actor": actor.state_dict()} if args.overlap else {}
+        run.save(state, tag, rb, global_step=global_step, update_step=update_step, obs=obs,
+                 env_state=get_env_state(envs), **extra)  # fmt: skip
 
     # ---- the loop -----------------------------------------------------------------------------------------------
     if ckpt is not None and set_env_state(envs, ckpt["env_state"]):  # the games continue where they were
@@ -289,20 +260,19 @@ def train(args: Args, run: Run) -> None:
                truncations)  # fmt: skip
         obs = next_obs
 
-        if global_step > learning_starts:
+        if global_step > run.learning_starts:
             # Batches are drawn here, in the loop's order, so --overlap trains on exactly the same batches.
             batches = [rb.sample(args.batch_size) for _ in range(replay.updates(args.num_envs))]
             copy_target = crossed(global_step, args.num_envs, args.target_network_frequency)
-            if not args.overlap:
-                learn(batches, update_step, global_step, epsilon, copy_target)
-            elif batches or copy_target:
-                finish_learning()
-                update_target_(actor, q_network, 1.0)  # act with the weights of the updates just finished
-                job = learner.submit(learn, batches, update_step, global_step, epsilon, copy_target)
+            if batches or copy_target:
+                learner.wait()
+                if args.overlap:
+                    update_target_(actor, q_network, 1.0)  # act with the weights of the updates just finished
+                learner.submit(learn, batches, update_step, global_step, epsilon, copy_target)
             update_step += len(batches)
 
         if scheduler.due(global_step):
-            finish_learning()
+            learner.wait()
         if (event := scheduler.step(global_step, update_step)) is not None:
             regularizer.on_reset()
             if args.overlap:  # plasticity injection changes the parameter set: the actor takes the new one
@@ -310,24 +280,21 @@ def train(args: Args, run: Run) -> None:
             tqdm.write(f"{args.reset} reset at env step {global_step:,}, update {update_step:,}: {event.seconds:.2f} s")
 
         if crossed(global_step, args.num_envs, args.metrics_every) and len(rb) >= args.batch_size:
-            finish_learning()
-            for key, value in plasticity_metrics(q_network, rb.sample(min(256, len(rb))).observations).items():
-                run.log(f"plasticity/{key}", value, global_step)
-            for key, value in regularizer.log_scalars().items():
-                run.log(key, value, global_step)
+            learner.wait()
+            run.log_all(plasticity_metrics(q_network, probe()[0]), global_step, "plasticity/")
+            run.log_all(regularizer.log_scalars(), global_step)
         done = global_step >= args.total_timesteps  # the last step also evaluates and checkpoints
         if crossed(global_step, args.num_envs, args.eval_every) or (done and args.eval_every):
-            finish_learning()
+            learner.wait()
             eval_returns = evaluate(q_network, args, device, seed=args.seed + 10_000 + global_step)
-            run.log("eval/episodic_return", float(np.mean(eval_returns)), global_step)
+            run.log("eval/episodic_return", np.mean(eval_returns), global_step)
         if crossed(global_step, args.num_envs, args.checkpoint_every) or done:
             save("final" if done else "periodic")
         if run.stop_requested and not done:
             save(run.stop_requested)
             break
 
-    if learner is not None:
-        learner.shutdown()
+    learner.shutdown()
     envs.close()
     if global_step < args.total_timesteps:
         return run.stop(global_step)

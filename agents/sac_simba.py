@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from fire_rl.buffers import ReplayBuffer
-from fire_rl.checkpoint import get_rng_state, set_rng_state
 from fire_rl.cli import PlasticityArgs, RunArgs
 from fire_rl.envs.env_state import get_env_state, set_env_state
 from fire_rl.envs.humanoid import make_humanoid_env
@@ -186,11 +185,10 @@ def evaluate(actor, rsnorm, args: Args, device: torch.device, seed: int) -> list
 
 
 def train(args: Args, run: Run) -> None:
-    """Train for `args.total_timesteps` env steps (from the checkpoint's step when resuming); `run` (fire_rl.run) owns
-    the run directory, logs, checkpoints and exit codes. Everything that can refuse (env id, layer selections, buffer
-    memory) is built before `run.start()`, so a refusal writes nothing. Raises FloatingPointError on a NaN or Inf in
-    a loss, a reset or a checkpoint (the last good checkpoint is kept); ImportError (exit 2) for a HumanoidBench id
-    without HumanoidBench installed."""
+    """Train to `args.total_timesteps` env steps; `run` (fire_rl/run.py) owns the run directory, logs, checkpoints and
+    exit codes. All that can refuse (env id, layer selections, buffer memory; ImportError for a HumanoidBench id
+    without HumanoidBench) is built before `run.start()`. Raises FloatingPointError on a NaN or Inf in a loss, a reset
+    or a checkpoint (the last good one is kept)."""
     device = resolve_device(args.device)
     env = make_humanoid_env(args.env_id, args.seed, action_repeat=args.action_repeat,
                             capture_video=args.capture_video, run_dir=run.dir)  # fmt: skip
@@ -225,10 +223,8 @@ def train(args: Args, run: Run) -> None:
         return (rsnorm(rb.sample(min(256, len(rb))).observations),) if len(rb) else None
 
     def probe_critic():
-        if not len(rb):
-            return None
-        data = rb.sample(min(256, len(rb)))
-        return rsnorm(data.observations), data.actions
+        data = rb.sample(min(256, len(rb))) if len(rb) else None
+        return None if data is None else (rsnorm(data.observations), data.actions)
 
     scheduler = ResetScheduler(args.reset_config(), log_fn=run.log, run_dir=run.dir, total_steps=args.total_timesteps)
     scheduler.add_network("actor", actor, optimizer=actor_optimizer, probe=probe_actor)
@@ -243,30 +239,16 @@ def train(args: Args, run: Run) -> None:
     # Restored in this order: the scheduler first re-applies any plasticity injection, which changes the parameters.
     state = {"scheduler": scheduler, "actor": actor, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target,
              "qf2_target": qf2_target, "rsnorm": rsnorm, "actor_optimizer": actor_optimizer,
-             "q_optimizer": q_optimizer, "alpha_optimizer": alpha_optimizer, "replay_ratio": replay,
-             "regularizer": regularizer}  # fmt: skip
+             "q_optimizer": q_optimizer, "alpha_optimizer": alpha_optimizer, "log_alpha": log_alpha,
+             "replay_ratio": replay, "regularizer": regularizer}  # fmt: skip
 
     run.start()
-    global_step, update_step, learning_starts = 0, 0, args.learning_starts
-    if (ckpt := run.checkpoint) is not None:
-        for name, obj in state.items():
-            obj.load_state_dict(ckpt[name])
-        with torch.no_grad():
-            log_alpha.copy_(ckpt["log_alpha"])
-        set_rng_state(ckpt["rng"])
-        global_step, update_step = ckpt["global_step"], ckpt["update_step"]
-        if "buffer" in ckpt:
-            rb.load_state_dict(ckpt["buffer"])
-        else:  # refill the replay buffer before learning again
-            learning_starts = global_step + max(args.batch_size, min(args.learning_starts, args.buffer_size))
+    ckpt = run.restore(state, rb)
+    global_step, update_step = (ckpt["global_step"], ckpt["update_step"]) if ckpt else (0, 0)
 
     def save(tag: str) -> None:
-        payload = {name: obj.state_dict() for name, obj in state.items()}
-        payload.update(global_step=global_step, update_step=update_step, log_alpha=log_alpha.detach().clone(),
-                       rng=get_rng_state(), env_state=get_env_state(env), obs=obs)  # fmt: skip
-        if args.save_buffer:
-            payload["buffer"] = rb.state_dict()
-        run.save(payload, tag)
+        run.save(state, tag, rb, global_step=global_step, update_step=update_step, obs=obs,
+                 env_state=get_env_state(env))  # fmt: skip
 
     # ---- the loop -----------------------------------------------------------------------------------------------
     if ckpt is not None and set_env_state(env, ckpt["env_state"]):  # the episode continues where it was
@@ -298,7 +280,7 @@ def train(args: Args, run: Run) -> None:
             obs, _ = env.reset()
             rsnorm.update(obs)
 
-        if global_step >= learning_starts:
+        if global_step >= run.learning_starts:
             for _ in range(replay.updates(1)):
                 stats = update(actor, qf1, qf2, qf1_target, qf2_target, rsnorm, log_alpha, optimizers, regularizer,
                                rb.sample(args.batch_size), args, target_entropy, cdq)  # fmt: skip
@@ -312,14 +294,12 @@ def train(args: Args, run: Run) -> None:
 
         if crossed(global_step, step_size, args.metrics_every) and len(rb) >= args.batch_size:
             for name, net, inputs in (("actor", actor, probe_actor()), ("qf1", qf1, probe_critic())):
-                for key, value in plasticity_metrics(net, inputs).items():
-                    run.log(f"plasticity/{name}/{key}", value, global_step)
-            for key, value in regularizer.log_scalars().items():
-                run.log(key, value, global_step)
+                run.log_all(plasticity_metrics(net, inputs), global_step, f"plasticity/{name}/")
+            run.log_all(regularizer.log_scalars(), global_step)
         done = global_step >= args.total_timesteps  # the last step also evaluates and checkpoints
         if crossed(global_step, step_size, args.eval_every) or (done and args.eval_every):
             eval_returns = evaluate(actor, rsnorm, args, device, seed=args.seed + 10_000 + global_step)
-            run.log("eval/episodic_return", float(np.mean(eval_returns)), global_step)
+            run.log("eval/episodic_return", np.mean(eval_returns), global_step)
         if crossed(global_step, step_size, args.checkpoint_every) or done:
             save("final" if done else "periodic")
         if run.stop_requested and not done:

@@ -35,13 +35,14 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 import torch
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from fire_rl.checkpoint import load_checkpoint, save_checkpoint
+from fire_rl.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from fire_rl.runtime import GracefulStop, check_run_dir, default_run_dir, write_json_atomic
 
 # Flags a resumed run may change: they say how long and where it runs and what it logs, not what its state means.
@@ -191,6 +192,7 @@ class Run:
         self._lock_fd: int | None = None
         self._csv = None
         self._sps_mark = (time.time(), self.start_step)
+        self.rng = np.random.default_rng(args.seed)  # the agent's own draws (DQN's exploration), checkpointed
 
     # ---- lifecycle --------------------------------------------------------------------------------------------------
     def __enter__(self) -> Run:
@@ -309,6 +311,11 @@ class Run:
         self.writer.add_scalar(tag, value, step)
         self._csv.writerow((tag, step, repr(value)))
 
+    def log_all(self, values: dict[str, float], step: int, prefix: str = "") -> None:
+        """Log every scalar of `values` at `step` (env steps), each tag prefixed by `prefix`."""
+        for key, value in values.items():
+            self.log(prefix + key, value, step)
+
     def log_losses(self, stats: dict[str, torch.Tensor], step: int, update_step: int, prefix: str = "losses/") -> None:
         """Log an update's 0-dim tensors (one host sync) with the run's speed and memory; raise FloatingPointError
         naming every non-finite one."""
@@ -318,8 +325,7 @@ class Run:
                 f"non-finite {', '.join(f'{prefix}{k}={values[k]}' for k in bad)} at env step {step}, update "
                 f"{update_step}; the last good checkpoint is {self.dir / 'checkpoint.pt'}"
             )
-        for key, value in values.items():
-            self.log(prefix + key, value, step)
+        self.log_all(values, step, prefix)
         now, (then, then_step) = time.time(), self._sps_mark
         sps = int((step - then_step) / max(now - then, 1e-9))
         self.log("charts/SPS", sps, step)
@@ -337,18 +343,53 @@ class Run:
         """``"SIGINT"`` or ``"SIGTERM"`` once one arrived (the loop checkpoints, then calls `stop`), else None."""
         return self._stop.requested
 
-    def save(self, payload: dict[str, Any], tag: str) -> None:
-        """Write ``checkpoint.pt`` atomically (after checking every tensor of `payload` is finite), then flush the logs.
+    def restore(self, state: dict[str, Any], buffer: Any) -> dict | None:
+        """Resume: load every object of `state` from the checkpoint, in its order (the reset scheduler first: it
+        re-applies plasticity injection, which changes the parameter set), the global RNGs and the replay `buffer`
+        if the checkpoint holds it. Without a saved buffer, `learning_starts` moves so that the buffer refills before
+        learning again.
+
+        Tensors of `state` (SAC's ``log_alpha``) are copied in place.
+
+        Returns:
+            The checkpoint payload (counters, env state, ...), or None for a fresh run.
+        """
+        args, ckpt = self.args, self.checkpoint
+        self.learning_starts = args.learning_starts
+        if ckpt is None:
+            return None
+        for name, obj in state.items():
+            if isinstance(obj, torch.Tensor):
+                with torch.no_grad():
+                    obj.copy_(ckpt[name])
+            else:
+                obj.load_state_dict(ckpt[name])
+        set_rng_state(ckpt["rng"])
+        self.rng.bit_generator.state = ckpt["exploration_rng"]
+        if "buffer" in ckpt:
+            buffer.load_state_dict(ckpt["buffer"])
+        else:
+            refill = max(args.batch_size, min(args.learning_starts, args.buffer_size))
+            self.learning_starts = ckpt["global_step"] + refill
+        return ckpt
+
+    def save(self, state: dict[str, Any], tag: str, buffer: Any, **extra: Any) -> None:
+        """Write ``checkpoint.pt`` atomically: the flags, each object's ``state_dict()``, the global RNGs, the replay
+        `buffer` with ``--save-buffer``, and `extra` (``global_step``, ``update_step``, env state, ...); then flush the
+        logs. Every tensor is checked to be finite first.
 
         Raises:
             FloatingPointError: a tensor holds a NaN or Inf (named); nothing is written, the last checkpoint stays.
             OSError: the disk is full or read-only; the previous checkpoint is intact.
         """
-        save_checkpoint(self.dir / "checkpoint.pt", {"args": asdict(self.args), **payload}, agent=self.agent,
-                        env_id=self.args.env_id)  # fmt: skip
+        payload = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v.state_dict() for k, v in state.items()}
+        payload.update(extra, args=asdict(self.args), rng=get_rng_state(), exploration_rng=self.rng.bit_generator.state)
+        if self.args.save_buffer:
+            payload["buffer"] = buffer.state_dict()
+        save_checkpoint(self.dir / "checkpoint.pt", payload, agent=self.agent, env_id=self.args.env_id)
         self.writer.flush()
         self._csv_file.flush()
-        tqdm.write(f"checkpoint ({tag}) at env step {payload['global_step']:,}")
+        tqdm.write(f"checkpoint ({tag}) at env step {extra['global_step']:,}")
 
     def stop(self, global_step: int) -> None:
         """End a run stopped by a signal (call after `save`): exit code 130 (SIGINT) or 143 (SIGTERM)."""

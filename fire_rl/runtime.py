@@ -10,6 +10,8 @@ import re
 import signal
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +146,36 @@ class GracefulStop:
 
     def __exit__(self, *exc) -> None:
         self.restore()
+
+
+class Background:
+    """Runs one job at a time in a worker thread (`submit`), or inline when not `enabled`; `wait` blocks until the
+    running job is done and re-raises its exception. The DQN agent's ``--overlap`` learns with it while the next env
+    steps are played (PyTorch's kernels and ale-py release the GIL)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner") if enabled else None
+        self._job: Future | None = None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Wait for the previous job, then run ``fn(*args)`` (in the worker thread when enabled)."""
+        self.wait()
+        if self._pool is None:
+            fn(*args)
+        else:
+            self._job = self._pool.submit(fn, *args)
+
+    def wait(self) -> None:
+        """Block until the running job (if any) is done; re-raise what it raised."""
+        job, self._job = self._job, None
+        if job is not None:
+            job.result()
+
+    def shutdown(self) -> None:
+        """Wait for the running job and stop the worker thread."""
+        self.wait()
+        if self._pool is not None:
+            self._pool.shutdown()
 
 
 def crossed(global_step: int, step_size: int, every: int) -> bool:
