@@ -48,7 +48,6 @@ BAD_FLAGS = [
     ("sac_simba", ["--actor-lr", "inf"], "--actor-lr"),
     ("sac_simba", ["--alpha-init", "inf"], "--alpha-init"),
     ("sac_simba", ["--target-entropy-scale", "nan"], "--target-entropy-scale"),
-    ("sac_simba", ["--actor-blocks", "0", "--critic-blocks", "0", "--reset", "pi"], "--reset"),
     ("sac_simba", ["--buffer-size", "100000000000"], "replay buffer"),
     ("sac_simba", ["--env-id", "h1-nosuchtask-v0"], "h1-nosuchtask-v0"),
 ] + [
