@@ -1,6 +1,6 @@
 """Continuous-control environments for SAC + SimBa: HumanoidBench, with gymnasium MuJoCo and dm_control stand-ins.
 
-`make_humanoid_env` builds one environment with the wrapper stack written out in order (DESIGN 6, 7):
+`make_humanoid_env` builds one environment with the wrapper stack written out in order:
 
     base env (HumanoidBench / gymnasium MuJoCo / dm_control through shimmy), TimeLimit in env steps
     → FlattenObservation (only if the observation is not a 1-D Box, e.g. dm_control's dict)
@@ -10,7 +10,7 @@
     → RecordEpisodeStatistics   (episodic return and length in env steps of the underlying task)
     → ActionRepeat(k)           (one agent step = k env steps, rewards summed)
 
-Units (DESIGN 2): an *env step* is one step of the underlying task (HumanoidBench: 50 Hz); an *agent step* is one
+Units: an *env step* is one step of the underlying task (HumanoidBench: 50 Hz); an *agent step* is one
 call of the returned env's `step`, i.e. up to `action_repeat` env steps. The episode time limit (1000 for Humanoid-v5,
 dm_control and HumanoidBench locomotion) counts env steps, so with action_repeat 2 an episode lasts 500 agent steps.
 Each agent step's info carries ``"env_steps"``, the env steps it took (fewer than action_repeat at an episode end).
@@ -21,10 +21,11 @@ Ids:
 - dm_control through shimmy: ``dm_control/humanoid-run-v0``, ``dm_control/cartpole-swingup-v0``, ...
 - HumanoidBench: ``{robot}-{task}-v0`` (``h1-walk-v0``, ``h1hand-walk-v0``, ...), when ``humanoid_bench`` is installed
   (from its git repository, see `HUMANOID_BENCH_INSTALL`). The adapter runs it under gymnasium 1.x and mujoco 3.17
-  (DESIGN 7): it supplies a stand-in for its unused top-level ``import jax``, drops the fields the current mujoco no
-  longer has from its vendored dm_control field-size table, builds it with ``render_mode=None`` unless a video is
-  wanted, and renders through the gymnasium 1.x ``MujocoRenderer.render(render_mode)`` signature. Its task object is
-  ``env.unwrapped.task`` (gymnasium 1.x forwards no attributes through wrappers).
+  (upstream pins gymnasium 0.29.1 and mujoco 3.1.6): it supplies a stand-in for its unused top-level ``import jax``,
+  drops the fields the current mujoco no longer has from its vendored dm_control field-size table, builds it with
+  ``render_mode=None`` unless a video is wanted, and renders through the gymnasium 1.x
+  ``MujocoRenderer.render(render_mode)`` signature. Its task object is ``env.unwrapped.task`` (gymnasium 1.x forwards
+  no attributes through wrappers).
 
 Rendering headless (``capture_video=True``) needs ``MUJOCO_GL=egl`` or ``osmesa`` in the environment.
 """
@@ -57,7 +58,7 @@ __all__ = [
 # so that ids can be validated without the package.
 HUMANOID_BENCH_ROBOTS = ("h1", "h1hand", "h1simplehand", "h1strong", "h1touch", "g1")
 HUMANOID_BENCH_TASKS = (
-    # locomotion (DESIGN 7)
+    # locomotion
     "walk", "stand", "run", "reach", "hurdle", "crawl", "maze", "sit_simple", "sit_hard", "balance_simple",
     "balance_hard", "stair", "slide", "pole",
     # whole-body manipulation
@@ -117,6 +118,13 @@ class ActionRepeat(gym.Wrapper):
         info["env_steps"] = env_steps
         return obs, total_reward, bool(terminated), bool(truncated), info
 
+    def state_dict(self) -> dict[str, Any]:
+        """Empty: the repeat count is the factory's, and nothing carries over between agent steps."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
 
 class Float32Spaces(gym.Wrapper):
     """Present a 1-D Box observation space and a Box action space, both float32, whatever the inner dtypes.
@@ -145,6 +153,13 @@ class Float32Spaces(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(np.asarray(action, dtype=self._inner_action_dtype))
         return np.asarray(obs, dtype=np.float32), reward, terminated, truncated, info
 
+    def state_dict(self) -> dict[str, Any]:
+        """Empty: the spaces are the factory's (their RNGs are saved with every layer's spaces)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
 
 def _float32_box(space: gym.spaces.Box) -> gym.spaces.Box:
     return gym.spaces.Box(
@@ -156,12 +171,18 @@ class _HumanoidBenchRender(gym.Wrapper):
     """Render HumanoidBench under gymnasium 1.x.
 
     Its ``Task.render`` calls the gymnasium 0.29 ``MujocoRenderer.render(mode, camera_id, camera_name)``; gymnasium 1.x
-    takes the render mode only (the camera is fixed when the renderer is built). DESIGN 7, item 4.
+    takes the render mode only (the camera is fixed when the renderer is built). Holds no state.
     """
 
     def render(self) -> Any:
         base = self.env.unwrapped
         return base.mujoco_renderer.render(base.render_mode)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -192,7 +213,7 @@ class _JaxStandIn(types.ModuleType):
 
 
 def _import_humanoid_bench() -> types.ModuleType:
-    """Import humanoid_bench (registering its ids with gymnasium) and adapt it to the installed stack (DESIGN 7).
+    """Import humanoid_bench (registering its ids with gymnasium) and adapt it to the installed stack.
 
     Raises:
         ImportError: humanoid_bench or a dependency is missing; the message says how to install it.
@@ -228,7 +249,7 @@ def _drop_missing_mujoco_fields() -> None:
 
     The table (humanoid_bench/dmc_deps/dmc_sizes.py) was generated for mujoco 3.1.6; its named-indexing set-up calls
     getattr on every listed field and fails on newer mujoco (``'MjModel' object has no attribute 'flex_evpair'``).
-    The envs read only fields that still exist (xpos, site_xpos, geom_xpos, qpos, sensordata, ...). DESIGN 7, item 3.
+    The envs read only fields that still exist (xpos, site_xpos, geom_xpos, qpos, sensordata, ...).
     Idempotent; edits the imported module's dict in place.
     """
     import mujoco

@@ -12,6 +12,7 @@ from gymnasium.wrappers import AtariPreprocessing, TransformReward
 from fire_rl.envs.atari import (
     EpisodicLifeEnv,
     FireResetEnv,
+    StickyAgentAction,
     episode_stats,
     make_atari_env,
     real_next_obs,
@@ -64,22 +65,29 @@ def test_v5_and_noframeskip_v4_ids_give_the_same_game():
 
 
 @pytest.mark.parametrize(
-    ("preset", "eval_env", "sticky", "noop_max", "life_loss", "fire", "clip"),
+    ("preset", "eval_env", "sticky_actions", "agent_sticky", "frame_sticky", "noop_max", "life_loss", "fire", "clip"),
     [
-        ("cleanrl", False, 0.0, 30, True, True, True),
-        ("cleanrl", True, 0.0, 30, False, True, False),
-        ("fire-paper", False, 0.25, 0, False, False, True),
-        ("fire-paper", True, 0.25, 0, False, False, False),
+        ("cleanrl", False, "agent-step", 0.0, 0.0, 30, True, True, True),
+        ("cleanrl", True, "frame", 0.0, 0.0, 30, False, True, False),
+        ("fire-paper", False, "agent-step", 0.25, 0.0, 0, False, False, True),
+        ("fire-paper", True, "agent-step", 0.25, 0.0, 0, False, False, False),
+        ("fire-paper", False, "frame", 0.0, 0.25, 0, False, False, True),
     ],
 )
-def test_preset_wrapper_stacks(preset, eval_env, sticky, noop_max, life_loss, fire, clip):
-    envs = make_atari_env("ALE/Breakout-v5", 1, seed=0, preset=preset, eval=eval_env)
+def test_preset_wrapper_stacks(
+    preset, eval_env, sticky_actions, agent_sticky, frame_sticky, noop_max, life_loss, fire, clip
+):
+    envs = make_atari_env("ALE/Breakout-v5", 1, seed=0, preset=preset, eval=eval_env, sticky_actions=sticky_actions)
     env = envs.envs[0]
     wrappers = _wrappers(env)
     assert env.unwrapped.ale.getFloat("repeat_action_probability") == 0.0, "stickiness lives in a wrapper"
-    sticky_wrapper = wrappers.get(gym.wrappers.StickyAction)
-    assert (sticky_wrapper.repeat_action_probability if sticky_wrapper else 0.0) == pytest.approx(sticky)
+    for wrapper_type, p in ((StickyAgentAction, agent_sticky), (gym.wrappers.StickyAction, frame_sticky)):
+        wrapper = wrappers.get(wrapper_type)
+        assert (wrapper.repeat_action_probability if wrapper else 0.0) == pytest.approx(p)
     assert env.unwrapped._frameskip == 1
+    # Both presets truncate a game at 108,000 frames = 27,000 agent steps (the official FIRE code's NoFrameskip-v4
+    # ids carry this ALE cap, which ends games before its TimeLimit(100_000) could).
+    assert env.unwrapped.ale.getInt("max_num_frames_per_episode") == 108_000
     pre = wrappers[AtariPreprocessing]
     assert (pre.noop_max, pre.frame_skip, pre.terminal_on_life_loss) == (noop_max, 4, False)
     assert (EpisodicLifeEnv in wrappers) == life_loss
@@ -87,6 +95,45 @@ def test_preset_wrapper_stacks(preset, eval_env, sticky, noop_max, life_loss, fi
     assert (TransformReward in wrappers) == clip
     if fire:
         assert wrappers[FireResetEnv].on_life_loss == eval_env
+    envs.close()
+
+
+def _record_frame_actions(envs) -> list[int]:
+    """The action of every emulator frame of env 0, recorded at the ALE env below every wrapper."""
+    base, frames = envs.envs[0].unwrapped, []
+    step = base.step
+
+    def recording_step(action):
+        frames.append(int(action))
+        return step(action)
+
+    base.step = recording_step
+    return frames
+
+
+@pytest.mark.parametrize("sticky_actions", ["agent-step", "frame"])
+def test_sticky_actions_repeat_whole_agent_steps_or_single_frames(sticky_actions):
+    """Sticky "agent-step" (official FIRE, SB3's StickyActionEnv above the frame skip): all frames of an agent step
+    execute one action, the chosen one or the previous step's (NOOP after a reset). Sticky "frame" (ALE's rule): the
+    frames of one agent step can differ."""
+    envs = make_atari_env("ALE/Breakout-v5", 1, seed=0, preset="fire-paper", sticky_actions=sticky_actions)
+    envs.reset(seed=0)
+    frames = _record_frame_actions(envs)
+    chosen = np.random.default_rng(0).integers(1, 4, size=600)  # FIRE, RIGHT, LEFT: never NOOP
+    previous, repeated, mixed = 0, 0, 0
+    for action in chosen:
+        start = len(frames)
+        _, _, term, trunc, _ = envs.step(np.array([action]))
+        executed = frames[start:]
+        mixed += len(set(executed)) > 1
+        if sticky_actions == "agent-step":
+            assert len(set(executed)) == 1 and executed[0] in (action, previous), (action, previous, executed)
+            repeated += executed[0] != action
+            previous = 0 if term[0] or trunc[0] else executed[0]
+    if sticky_actions == "agent-step":
+        assert mixed == 0 and 0.1 < repeated / len(chosen) < 0.3, repeated  # P(repeat and differ) = 0.25 * 2/3
+    else:
+        assert mixed > 50, "per-frame stickiness mixes actions within agent steps"
     envs.close()
 
 
@@ -237,19 +284,6 @@ def test_seeding_is_reproducible_and_env_i_gets_seed_plus_i():
     assert not np.array_equal(a[:, 0], a[:, 1])
 
 
-def test_async_matches_sync():
-    runs = []
-    for vector in ("sync", "async"):
-        envs = make_atari_env("ALE/Breakout-v5", 2, seed=2, vector=vector)
-        obs, _ = envs.reset(seed=2)
-        frames = [obs]
-        for _ in range(15):
-            frames.append(envs.step(envs.action_space.sample())[0])
-        envs.close()
-        runs.append(np.stack(frames))
-    np.testing.assert_array_equal(runs[0], runs[1])
-
-
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -259,7 +293,7 @@ def test_async_matches_sync():
         ({"env_id": "Breakout-v4"}, r"'Breakout-v4' is an Atari id whose frame skip"),
         ({"num_envs": 0}, "num_envs must be an integer >= 1, got 0"),
         ({"preset": "dopamine"}, r"unknown preset 'dopamine'; allowed: \['cleanrl', 'fire-paper'\]"),
-        ({"vector": "ray"}, r"unknown vector 'ray'; allowed: \['sync', 'async'\]"),
+        ({"sticky_actions": "step"}, r"unknown sticky_actions 'step'; allowed: \['agent-step', 'frame'\]"),
         ({"max_episode_steps": 0}, "max_episode_steps must be an integer >= 1, got 0"),
         ({"capture_video": True}, "capture_video=True needs run_dir"),
     ],

@@ -122,8 +122,13 @@ def test_humanoid_bench_ids():
     assert not is_humanoid_bench_id("Humanoid-v5") and not is_humanoid_bench_id("dm_control/humanoid-run-v0")
 
 
-@pytest.mark.skipif(HAS_HUMANOID_BENCH, reason="humanoid_bench is installed; the adapter test runs instead")
-def test_humanoid_bench_missing_says_how_to_install():
+def test_humanoid_bench_missing_says_how_to_install(monkeypatch):
+    if HAS_HUMANOID_BENCH:  # hide the installed package for this test
+        real_find_spec = importlib.util.find_spec
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda name, *a: None if name == "humanoid_bench" else real_find_spec(name, *a)
+        )
+        monkeypatch.delitem(sys.modules, "humanoid_bench", raising=False)
     with pytest.raises(ImportError) as info:
         make_humanoid_env("h1-walk-v0", seed=0)
     message = str(info.value)
@@ -132,9 +137,18 @@ def test_humanoid_bench_missing_says_how_to_install():
     assert HUMANOID_BENCH_INSTALL in message
 
 
-@pytest.mark.skipif(
-    not HAS_HUMANOID_BENCH, reason="humanoid_bench is not installed (install: see HUMANOID_BENCH_INSTALL)"
-)
+NO_HUMANOID_BENCH = "humanoid_bench is not installed (install: see fire_rl.envs.humanoid.HUMANOID_BENCH_INSTALL)"
+
+
+@pytest.mark.skipif(not HAS_HUMANOID_BENCH, reason=NO_HUMANOID_BENCH)
+@pytest.mark.parametrize(("env_id", "obs_dim", "act_dim"), [("h1-walk-v0", 51, 19), ("h1hand-walk-v0", 151, 61)])
+def test_humanoid_bench_dims(env_id, obs_dim, act_dim):
+    env = make_humanoid_env(env_id, seed=0)
+    _assert_spaces(env, obs_dim, act_dim)
+    env.close()
+
+
+@pytest.mark.skipif(not HAS_HUMANOID_BENCH, reason=NO_HUMANOID_BENCH)
 def test_humanoid_bench_adapter():
     jax_installed = importlib.util.find_spec("jax") is not None
     env = make_humanoid_env("h1-walk-v0", seed=0)
