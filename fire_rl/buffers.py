@@ -1,4 +1,4 @@
-"""Replay buffers: Atari (one uint8 frame per env step, stacks rebuilt at sampling) and vector observations (DESIGN 5).
+"""Replay buffers: Atari (one uint8 frame per env step, stacks rebuilt at sampling) and vector observations.
 
 Both take transitions from a vector env of N games, ``add(obs, next_obs, actions, rewards, terminated, truncated)``
 with ``next_obs`` the REAL next observation (the final observation where an episode ended; see
@@ -6,7 +6,7 @@ with ``next_obs`` the REAL next observation (the final observation where an epis
 only: a truncated episode bootstraps from its real final observation, a terminated one does not.
 
 Sampling draws with the buffer's own seeded `numpy.random.Generator` (its state goes into `state_dict`), gathers with
-numpy (`np.take`: fancy indexing is ~6x faster than torch's ``t[idx]`` here, DESIGN 9) and makes one host-to-device
+numpy (`np.take`, which beats torch's ``t[idx]`` fancy indexing on CPU) and makes one host-to-device
 copy per field; on CUDA the gather writes into pinned host tensors that are copied with ``non_blocking=True``.
 """
 
@@ -105,7 +105,8 @@ class _HostToDevice:
 
 
 class AtariReplayBuffer:
-    """Replay memory for stacked Atari frames that stores one ``(84, 84) uint8`` frame per env step (DESIGN 5).
+    """Replay memory for stacked Atari frames that stores one ``(84, 84) uint8`` frame per env step (a 1M buffer holds
+    about 7 GB instead of CleanRL's 28 GB of whole stacks).
 
     Storage: each of the N envs has its own ring of ``S = ceil(capacity / N)`` frame slots. A transition takes one
     slot: the newest frame of its observation, with its action, reward, terminated and truncated flags and its offset
@@ -133,8 +134,8 @@ class AtariReplayBuffer:
         seed: seed of the buffer's sampling generator (``numpy.random.default_rng(seed)``).
         channels_last: gather the sampled stacks straight into the channels_last layout (``(B, 4, 84, 84)`` tensors
             with strides ``(4·H·W, 1, 4·W, 4)``), the layout a channels_last `QNetwork` computes in: the same values,
-            but the network's uint8 → channels_last copy (a byte-granular permute, about 1.8 ms per batch of 32 on the
-            dev VM's CPU) becomes a no-op, for about 0.5 ms more gathering.
+            but the network's uint8 → channels_last copy (a byte-granular permute) becomes a no-op, for a slower
+            gather (scripts/bench.py, section ``speedups``, measures the two).
 
     Raises:
         ValueError: ``capacity < num_envs * (frame_stack + 1)`` (an env's ring must hold one episode start and its
@@ -418,7 +419,7 @@ class AtariReplayBuffer:
 class ReplayBuffer:
     """Replay memory for vector observations and continuous actions (the SAC agent), one ring over all envs.
 
-    Stores raw observations (normalisation such as RSNorm is the agent's, at sampling time, DESIGN 6) and the real
+    Stores raw observations (normalisation such as SimBa's RSNorm is the agent's, at sampling time) and the real
     next observation of every transition explicitly (vectors are small), so truncation needs no special slot.
 
     Args:

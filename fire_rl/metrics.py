@@ -1,4 +1,4 @@
-"""Plasticity diagnostics (DESIGN 4): deviation from isometry, squared Frobenius error, dormant neurons, srank, norms.
+"""Plasticity diagnostics: deviation from isometry, squared Frobenius error, dormant neurons, srank, norms.
 
 Every metric is batched (no Python loop over neurons, channels or kernel positions) and returns tensors on the input's
 device without a host sync, so an agent can log them every few thousand env steps; `plasticity_metrics` gathers them all
@@ -7,7 +7,8 @@ into one dict of floats with a single sync at the end, for logging as ``plastici
 Working precision: float64 inputs are computed in float64, every other floating dtype (float32, float16, bfloat16) in
 float32.
 
-This module imports no `fire_rl.resets` (the resets import it); FIRE's scale rule comes from `fire_rl.polar`.
+This module imports no `fire_rl.resets` (the resets import it); FIRE's scale rules, the kernel-slice layout and the
+working dtype come from `fire_rl.polar`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from fire_rl.polar import fire_scale
+from fire_rl.polar import FIRE_SCALES, fire_scale, kernel_slices, work_dtype
 
 __all__ = [
     "dfi",
@@ -33,12 +34,6 @@ __all__ = [
     "grad_norm",
     "plasticity_metrics",
 ]
-
-_SCALES = ("muon", "none")
-
-
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _check_weight(name: str, weight: torch.Tensor) -> None:
@@ -55,33 +50,24 @@ def _check_weight(name: str, weight: torch.Tensor) -> None:
         raise ValueError(f"{name} must be non-empty, got shape {tuple(weight.shape)}")
 
 
-def _as_slices(weight: torch.Tensor) -> torch.Tensor:
-    """(d_out, d_in) -> (1, d_out, d_in); (C_out, C_in, k_h, k_w) -> (k_h·k_w, C_out, C_in), one slice per position."""
-    if weight.dim() == 2:
-        return weight.unsqueeze(0)
-    c_out, c_in, kh, kw = weight.shape
-    # (C_out, C_in, k_h, k_w) -> (k_h, k_w, C_out, C_in) -> (k_h·k_w, C_out, C_in)
-    return weight.permute(2, 3, 0, 1).reshape(kh * kw, c_out, c_in)
-
-
 def dfi(weight: torch.Tensor, scale: str | float = "muon", normalized: bool = False) -> torch.Tensor:
-    """Deviation from isometry DfI = ‖G − I‖²_F of a Linear or Conv2d weight (FIRE, arXiv 2602.08040; DESIGN 4).
+    """Deviation from isometry DfI = ‖G − I‖²_F of a Linear or Conv2d weight (FIRE, arXiv 2602.08040, Sec. 3).
 
     G is the *smaller* Gram matrix of W/c: (W/c)(W/c)ᵀ of shape (d_out, d_out) when d_out ≤ d_in, else (W/c)ᵀ(W/c) of
-    shape (d_in, d_in). With the default ``scale="muon"``, c is the scale FIRE multiplies the polar factor by
-    (`fire_rl.polar.fire_scale`, DESIGN 3.1), so a freshly FIRE'd layer has DfI ≈ 0 (up to the Newton–Schulz residual).
+    shape (d_in, d_in). With a rule name as `scale`, c is the scale FIRE multiplies the polar factor by under that rule
+    (`fire_rl.polar.fire_scale`), so a layer freshly FIRE'd with the same rule has DfI ≈ 0 (up to the polar residual).
 
     Conv2d: FIRE orthogonalises each (C_out × C_in) slice W[:, :, i, j] at each kernel position on its own and
-    multiplies the whole kernel by c = √(C_out/C_in)/(k_h·k_w), so the conv DfI is the sum over the k_h·k_w positions of
-    ‖G_ij − I‖²_F, G_ij the smaller Gram matrix of W[:, :, i, j]/c. It is *not* the DfI of the reshape
+    multiplies the whole kernel by c (``"muon"``: √(C_out/C_in)/(k_h·k_w)), so the conv DfI is the sum over the k_h·k_w
+    positions of ‖G_ij − I‖²_F, G_ij the smaller Gram matrix of W[:, :, i, j]/c. It is *not* the DfI of the reshape
     (C_out, C_in·k_h·k_w). All positions are one batched matmul of shape (k_h·k_w, C_out, C_in).
 
     Equivalently DfI = Σᵢ (σᵢ²/c² − 1)² over the min(d_out, d_in) singular values of each slice (zeros included).
 
     Args:
         weight: (d_out, d_in) or (C_out, C_in, k_h, k_w), any floating dtype; not modified, no gradient is tracked.
-        scale: ``"muon"`` (c = FIRE's scale, default), ``"none"`` (c = 1, the pure polar factor's isometry), or a
-            positive finite float used as c.
+        scale: a rule of `fire_rl.polar.FIRE_SCALES`: ``"muon"`` (default, the official rule), ``"isometry"``,
+            ``"none"`` (c = 1, the pure polar factor's isometry); or a positive finite float used as c.
         normalized: divide by the number of Gram diagonal entries, min(d_out, d_in) for a Linear weight and
             k_h·k_w·min(C_out, C_in) for a Conv2d weight (= ‖I‖²_F, so the zero matrix has normalized DfI 1).
 
@@ -89,22 +75,22 @@ def dfi(weight: torch.Tensor, scale: str | float = "muon", normalized: bool = Fa
         0-dim tensor on `weight`'s device: float64 for a float64 weight, float32 otherwise.
 
     Raises:
-        ValueError: `weight` not a non-empty 2-D/4-D floating tensor; `scale` not ``"muon"``, ``"none"`` or a positive
-            finite number.
+        ValueError: `weight` not a non-empty 2-D/4-D floating tensor; `scale` not a rule of `FIRE_SCALES` or a
+            positive finite number.
     """
     _check_weight("weight", weight)
     if isinstance(scale, str):
-        if scale not in _SCALES:
-            raise ValueError(f"scale must be one of {list(_SCALES)} or a positive float, got {scale!r}")
-        c = fire_scale(weight.shape) if scale == "muon" else 1.0
+        if scale not in FIRE_SCALES:
+            raise ValueError(f"scale must be one of {list(FIRE_SCALES)} or a positive float, got {scale!r}")
+        c = fire_scale(weight.shape, scale)
     elif isinstance(scale, (int, float)) and not isinstance(scale, bool):
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a positive finite float when numeric, got {scale!r}")
         c = float(scale)
     else:
-        raise ValueError(f"scale must be one of {list(_SCALES)} or a positive float, got {scale!r}")
+        raise ValueError(f"scale must be one of {list(FIRE_SCALES)} or a positive float, got {scale!r}")
 
-    x = _as_slices(weight.detach().to(_work_dtype(weight.dtype))) / c  # (P, d_out, d_in)
+    x = kernel_slices(weight.detach().to(work_dtype(weight.dtype))) / c  # (P, d_out, d_in)
     d_out, d_in = x.shape[-2:]
     gram = x @ x.mT if d_out <= d_in else x.mT @ x  # (P, n, n), n = min(d_out, d_in)
     # Subtracting I before squaring keeps the small residual of a near-isometry accurate (‖G‖² − 2tr G + n cancels).
@@ -126,7 +112,7 @@ def _check_pair(w: torch.Tensor, w_new: torch.Tensor) -> None:
 
 
 def sfe(w: torch.Tensor, w_new: torch.Tensor) -> torch.Tensor:
-    """Squared Frobenius error SFE = ‖W − W̃‖²_F between a weight and its replacement (FIRE; DESIGN 4).
+    """Squared Frobenius error SFE = ‖W − W̃‖²_F between a weight and its replacement (FIRE, arXiv 2602.08040).
 
     For FIRE's unscaled polar factor W̃ = UVᵀ this equals Σᵢ (σᵢ − 1)², the smallest SFE of any isometry.
 
@@ -141,12 +127,12 @@ def sfe(w: torch.Tensor, w_new: torch.Tensor) -> torch.Tensor:
         ValueError: a non-tensor, a non-floating dtype, or shapes that differ.
     """
     _check_pair(w, w_new)
-    dtype = _work_dtype(torch.promote_types(w.dtype, w_new.dtype))
+    dtype = work_dtype(torch.promote_types(w.dtype, w_new.dtype))
     return (w.detach().to(dtype) - w_new.detach().to(device=w.device, dtype=dtype)).square().sum()
 
 
 def relative_sfe(w: torch.Tensor, w_new: torch.Tensor) -> torch.Tensor:
-    """Relative squared Frobenius error SFE / ‖W‖²_F (DESIGN 4), the share of the weight's energy a reset changed.
+    """Relative squared Frobenius error SFE / ‖W‖²_F, the share of the weight's energy a reset changed.
 
     For a zero W it is defined without dividing by zero: 0 when W̃ is zero too (nothing changed), +inf when W̃ is not
     (any change to nothing is infinitely large relative to it). No host sync is needed to decide.
@@ -198,7 +184,7 @@ def _unit_activity(h: torch.Tensor, name: str) -> torch.Tensor:
     if not isinstance(h, torch.Tensor) or h.dim() < 2:
         shape = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
         raise ValueError(f"activation module {name!r} must output a (B, D) or (B, C, ...) tensor, got {shape}")
-    a = h.detach().abs().to(_work_dtype(h.dtype))
+    a = h.detach().abs().to(work_dtype(h.dtype))
     return a.mean(dim=0) if a.dim() == 2 else a.mean(dim=(0, *range(2, a.dim())))
 
 
@@ -337,7 +323,7 @@ def dormant_ratio(
     layers: Sequence[str] | None = None,
     eval_mode: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Share of τ-dormant neurons per activation layer and overall (Sokar et al. 2023, ReDo, def. 3.1; DESIGN 4).
+    """Share of τ-dormant neurons per activation layer and overall (Sokar et al. 2023, ReDo, def. 3.1).
 
     Neuron i of a layer is τ-dormant when its score sᵢ = E|hᵢ| / mean_j E|h_j| ≤ τ over the batch (`dormant_scores`
     says which modules, units and expectations); if all units of a layer are silent, all are dormant; NaN scores (a
@@ -374,7 +360,7 @@ def _check_features(features: object) -> None:
 
 def srank(features: torch.Tensor, delta: float = 0.01) -> torch.Tensor:
     """Effective rank srank_δ(Φ) = min{k : Σ_{i≤k} σᵢ / Σᵢ σᵢ ≥ 1 − δ} (Kumar et al. 2021, "Implicit
-    Under-Parameterization", eq. 1; DESIGN 4).
+    Under-Parameterization", eq. 1).
 
     σ₁ ≥ σ₂ ≥ … are the singular values of the feature matrix Φ (uncentred). This is *not* the "stable rank"
     ‖Φ‖²_F / ‖Φ‖²₂ that some plasticity code logs under a similar name. Zero features have srank 0.
@@ -393,7 +379,7 @@ def srank(features: torch.Tensor, delta: float = 0.01) -> torch.Tensor:
     """
     _check_features(features)
     _check_delta(delta)
-    dtype = _work_dtype(features.dtype) if features.is_floating_point() else torch.float32
+    dtype = work_dtype(features.dtype) if features.is_floating_point() else torch.float32
     sigma = torch.linalg.svdvals(features.detach().to(dtype))  # (min(B, D),), descending
     cumulative = sigma.cumsum(0)
     # The total is the last partial sum, so k ≤ min(B, D) always holds despite rounding.
@@ -403,7 +389,7 @@ def srank(features: torch.Tensor, delta: float = 0.01) -> torch.Tensor:
 
 
 def feature_norm(features: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of the per-sample L2 norm of the features, E_b ‖φ(x_b)‖₂ (DESIGN 4).
+    """Mean over the batch of the per-sample L2 norm of the features, E_b ‖φ(x_b)‖₂.
 
     Args:
         features: (B, ...) floating; each sample's trailing dimensions are flattened into one vector.
@@ -419,7 +405,7 @@ def feature_norm(features: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"features must be a (B, ...) tensor with B >= 1, got {shape}")
     if not features.is_floating_point():
         raise ValueError(f"features must have a floating dtype, got {features.dtype}")
-    flat = features.detach().to(_work_dtype(features.dtype)).reshape(features.shape[0], -1)  # (B, D)
+    flat = features.detach().to(work_dtype(features.dtype)).reshape(features.shape[0], -1)  # (B, D)
     return torch.linalg.vector_norm(flat, dim=1).mean()
 
 
@@ -439,7 +425,7 @@ def weight_norms(network: nn.Module) -> dict[str, torch.Tensor]:
     """
     _check_network(network)
     return {
-        name: torch.linalg.vector_norm(m.weight.detach().to(_work_dtype(m.weight.dtype)))
+        name: torch.linalg.vector_norm(m.weight.detach().to(work_dtype(m.weight.dtype)))
         for name, m in _weight_layers(network).items()
     }
 
@@ -499,8 +485,9 @@ def plasticity_metrics(
     layers: Sequence[str] | None = None,
     feature_layer: str | None = None,
     eval_mode: bool = True,
+    dfi_scale: str = "muon",
 ) -> dict[str, float]:
-    """All plasticity diagnostics of one network on one batch, as flat floats for logging (DESIGN 4).
+    """All plasticity diagnostics of one network on one batch, as flat floats for logging.
 
     One no-grad forward (see `dormant_scores` for hooks and modes) gives the activations and the penultimate features
     φ, the input of the last registered `nn.Linear` (caught by a forward pre-hook; its first call if it runs several
@@ -508,34 +495,42 @@ def plasticity_metrics(
     Everything stays on the device until one `torch.stack(...).tolist()` at the end: one host sync per call.
 
     Keys (log them as ``plasticity/<key>``):
-        ``dfi/<layer>``: `dfi` with FIRE's scale (``"muon"``), unnormalised, per Linear/Conv2d layer.
+        ``dfi/<layer>``: `dfi` with FIRE's scale (rule `dfi_scale`), unnormalised, per Linear/Conv2d layer.
         ``dfi_normalized_mean``: mean over those layers of the normalised DfI.
-        ``dormant/<act>``, ``dormant``: `dormant_ratio` per activation layer, and overall.
+        ``dormant/<act>``, ``dormant``: `dormant_ratio` per activation layer, and overall; a network without any
+            `nn.ReLU` (a SimBa network with no residual block) has no per-layer keys and ``dormant`` NaN.
         ``srank``: `srank`(φ, δ); NaN when φ is not finite (instead of the SVD's error).
         ``feature_norm``: `feature_norm`(φ).
         ``weight_norm/<layer>``, ``weight_norm``: `weight_norms` per layer, and the global √(Σ ‖W‖²_F).
+        ``grad_norm``: `grad_norm` of the gradients the parameters hold at the call (those of the latest backward
+            pass, as the agent left them); NaN when no parameter holds one.
 
     Args:
         network, inputs, layers, eval_mode: as `dormant_scores`.
         tau: dormancy threshold τ ≥ 0 (`dormant_ratio`).
         delta: srank's δ in [0, 1) (`srank`).
         feature_layer: name of the module whose input is φ; None takes the last `nn.Linear`.
+        dfi_scale: the FIRE scale rule DfI is measured against (`fire_rl.polar.FIRE_SCALES`; ``"muon"``).
 
     Returns:
         ``{key: float}``; srank is a whole number stored as a float.
 
     Raises:
-        ValueError: as `dormant_ratio` and `srank`; no Linear/Conv2d layer; no `nn.Linear` (and no `feature_layer`)
-            or an unknown `feature_layer`; a feature layer that the forward never calls.
+        ValueError: as `dormant_ratio` and `srank` (except a network without `nn.ReLU`, see ``dormant``); no
+            Linear/Conv2d layer; no `nn.Linear` (and no `feature_layer`) or an unknown `feature_layer`; a feature layer
+            that the forward never calls; an unknown `dfi_scale`.
     """
     _check_network(network)
     args = _check_inputs(inputs)
     _check_tau(tau)
     _check_delta(delta)
+    if dfi_scale not in FIRE_SCALES:
+        raise ValueError(f"dfi_scale must be one of {list(FIRE_SCALES)}, got {dfi_scale!r}")
     weighted = _weight_layers(network)
     if not weighted:
         raise ValueError(f"network {type(network).__name__} has no nn.Linear or nn.Conv2d layer")
-    act_modules = _activation_modules(network, layers)
+    has_relu = any(isinstance(m, nn.ReLU) for m in network.modules())
+    act_modules = _activation_modules(network, layers) if layers is not None or has_relu else {}
     feature_name, feature_module = _last_linear(network, feature_layer)
 
     activity, features = _forward_capture(
@@ -547,16 +542,19 @@ def plasticity_metrics(
     values: dict[str, torch.Tensor] = {}
     normalized = []
     for name, m in weighted.items():
-        raw = dfi(m.weight, scale="muon")
+        raw = dfi(m.weight, scale=dfi_scale)
         values[f"dfi/{name}"] = raw
-        p, n = _as_slices(m.weight).shape[0], min(m.weight.shape[:2])
+        p, n = kernel_slices(m.weight).shape[0], min(m.weight.shape[:2])
         normalized.append(raw / (p * n))
     values["dfi_normalized_mean"] = torch.stack([v.to(torch.float64) for v in normalized]).mean()
 
-    ratios = _ratios({name: _scores(a) for name, a in activity.items()}, float(tau))
-    overall = ratios.pop("overall")
-    values.update({f"dormant/{name}": r for name, r in ratios.items()})
-    values["dormant"] = overall
+    if activity:
+        ratios = _ratios({name: _scores(a) for name, a in activity.items()}, float(tau))
+        overall = ratios.pop("overall")
+        values.update({f"dormant/{name}": r for name, r in ratios.items()})
+        values["dormant"] = overall
+    else:
+        values["dormant"] = torch.tensor(math.nan, dtype=torch.float64)
 
     phi = features.reshape(-1, features.shape[-1]) if features.dim() > 2 else features  # (B, D)
     if phi.dim() != 2:
@@ -570,6 +568,8 @@ def plasticity_metrics(
     norms = weight_norms(network)
     values.update({f"weight_norm/{name}": v for name, v in norms.items()})
     values["weight_norm"] = torch.linalg.vector_norm(torch.stack([v.to(torch.float64) for v in norms.values()]))
+    has_grad = any(p.grad is not None for p in network.parameters())
+    values["grad_norm"] = grad_norm(network) if has_grad else torch.tensor(math.nan, dtype=torch.float64)
 
     keys = list(values)
     device = next(iter(values.values())).device

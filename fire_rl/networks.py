@@ -5,9 +5,9 @@ post-processing; the reset library selects layers by these roles (`fire_rl.reset
 are `nn.ReLU` modules, so the dormant-ratio metric can hook them. Each network has ``init_weights()``, which re-applies
 its paper's initialisation in place (drawing from torch's global RNG); `fire_rl.resets.common.fresh_draw` uses it.
 
-Sources: Mnih et al. 2015, "Human-level control through deep reinforcement learning" (Nature CNN; DESIGN 5);
+Sources: Mnih et al. 2015, "Human-level control through deep reinforcement learning" (Nature CNN);
 Lee et al. 2024, "SimBa: Simplicity Bias for Scaling Up Parameters in Deep Reinforcement Learning", arXiv 2410.09754,
-and its official JAX code, github.com/SonyResearch/simba @ 4e83770 (``scale_rl/networks``; DESIGN 6).
+and its official JAX code, github.com/SonyResearch/simba @ 4e83770 (``scale_rl/networks``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torch import nn
 __all__ = [
     "QNetwork",
     "RSNorm",
+    "GaussianHead",
     "SimbaActor",
     "SimbaBlock",
     "SimbaCritic",
@@ -74,7 +75,7 @@ def he_normal_(weight: torch.Tensor) -> torch.Tensor:
 
 
 class QNetwork(nn.Module):
-    """Nature-CNN Q-network (Mnih et al. 2015; DESIGN 5).
+    """Nature-CNN Q-network (Mnih et al. 2015, Methods, "Model architecture").
 
     encoder: Conv(C→32, 8, stride 4), ReLU, Conv(32→64, 4, s2), ReLU, Conv(64→64, 3, s1), ReLU, Flatten → (B, 3136)
     head: Linear(3136→512), ReLU, Linear(512→A) → (B, A)
@@ -87,7 +88,7 @@ class QNetwork(nn.Module):
 
     Input is `(B, C, 84, 84)` uint8 pixels; forward divides by 255 in float32. The module may be converted with
     ``.to(memory_format=torch.channels_last)``: forward then hands the convolutions a channels-last input (after the
-    division, where the conversion is cheapest; DESIGN 9) and returns the same values.
+    division, where the conversion is cheapest) and returns the same values.
 
     Raises:
         ValueError: `n_actions` or `in_channels` not a positive int, or an unknown `init`.
@@ -175,7 +176,7 @@ def update_target_(target: nn.Module, online: nn.Module, tau: float) -> None:
 
 
 class RSNorm(nn.Module):
-    """Running-statistics observation normaliser of SimBa (Lee et al. 2024, Sec. 4.1; DESIGN 6).
+    """Running-statistics observation normaliser of SimBa (Lee et al. 2024, Sec. 4.1).
 
     Keeps the running mean and (population) variance of every observation passed to `update`, combined batch by batch
     with the parallel algorithm of Chan et al. (the one in the SimBa reference and gymnasium's RunningMeanStd), in
@@ -319,39 +320,61 @@ def _check_blocks(num_blocks: object, head_blocks: object) -> None:
         raise ValueError(f"head_blocks must be in [0, num_blocks={num_blocks}], got {head_blocks}")
 
 
+class GaussianHead(nn.Module):
+    """The actor's output layers: two Linear(h → A), ``mean`` and ``log_std``, as the two Dense layers of SimBa's
+    ``NormalTanhPolicy`` (``scale_rl/networks/policies.py``); forward returns their outputs concatenated,
+    `(B, 2·A)` = [mean | raw log-std].
+
+    Two layers, not one Linear(h → 2A): every per-layer operation treats them as the reference does, each on its own:
+    the orthogonal init, FIRE (each orthogonalised with scale √(A/h); github.com/isaac7778/FIRE @ c37a0ac,
+    rl/sac/scale_rl/agents/simba/projection.py maps every ``Dense`` kernel), DfI and the layer selection
+    (``head.<i>.mean``, ``head.<i>.log_std``).
+    """
+
+    def __init__(self, hidden: int, act_dim: int) -> None:
+        _check_positive_int("hidden", hidden)
+        _check_positive_int("act_dim", act_dim)
+        super().__init__()
+        self.mean = nn.Linear(hidden, act_dim)
+        self.log_std = nn.Linear(hidden, act_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat((self.mean(x), self.log_std(x)), dim=-1)
+
+
 def _simba_trunk(
-    in_dim: int, hidden: int, num_blocks: int, head_blocks: int, out_dim: int
+    in_dim: int, hidden: int, num_blocks: int, head_blocks: int, output: nn.Module
 ) -> tuple[SimbaEncoder, nn.Sequential]:
-    """SimBa stack split into (encoder, head); the last `head_blocks` blocks and the final LayerNorm go to the head."""
+    """SimBa stack split into (encoder, head); the last `head_blocks` blocks and the final LayerNorm go to the head,
+    followed by the `output` layer(s)."""
     encoder = SimbaEncoder(in_dim, hidden, num_blocks - head_blocks, final_norm=head_blocks == 0)
     head_layers: list[nn.Module] = [SimbaBlock(hidden) for _ in range(head_blocks)]
     if head_blocks > 0:
         head_layers.append(nn.LayerNorm(hidden, eps=LAYER_NORM_EPS))
-    head_layers.append(nn.Linear(hidden, out_dim))
+    head_layers.append(output)
     return encoder, nn.Sequential(*head_layers)
 
 
 @torch.no_grad()
-def _init_simba_head(head: nn.Sequential, out_splits: Sequence[int]) -> None:
+def _init_simba_head(head: nn.Sequential) -> None:
     for module in list(head)[:-1]:
         if isinstance(module, SimbaBlock):
             module.init_weights()
         elif isinstance(module, nn.LayerNorm):
             module.reset_parameters()
-    out = head[-1]
-    # The reference has one Dense per output (the actor's mean and log-std are separate layers), each orthogonal with
-    # gain 1; our single Linear stacks them, so each row block is drawn on its own.
-    for rows in out.weight.split(list(out_splits), dim=0):
-        nn.init.orthogonal_(rows, gain=1.0)
-    nn.init.zeros_(out.bias)
+    # The reference's output Dense layers: orthogonal with gain 1, zero bias, each drawn on its own.
+    for out in head[-1].modules():
+        if isinstance(out, nn.Linear):
+            nn.init.orthogonal_(out.weight, gain=1.0)
+            nn.init.zeros_(out.bias)
 
 
 class SimbaActor(nn.Module):
-    """SimBa SAC actor: tanh-squashed diagonal Gaussian policy (Lee et al. 2024; DESIGN 6).
+    """SimBa SAC actor: tanh-squashed diagonal Gaussian policy (Lee et al. 2024).
 
     encoder = `SimbaEncoder(obs_dim, hidden, num_blocks − head_blocks)` (with the final LayerNorm when head_blocks
-    is 0); head = [the last `head_blocks` SimbaBlocks, final LayerNorm,] Linear(h → 2·act_dim), orthogonal gain 1
-    (the mean rows and the log-std rows drawn separately, as the reference's two Dense layers), zero bias. The raw
+    is 0); head = [the last `head_blocks` SimbaBlocks, final LayerNorm,] `GaussianHead`: two Linear(h → act_dim)
+    layers ``mean`` and ``log_std`` (the reference's two Dense layers), each orthogonal with gain 1, zero bias. The raw
     log-std output x is mapped into [log_std_min, log_std_max] by min + ½(max − min)(tanh(x) + 1) (SimBa's
     ``NormalTanhPolicy``). Observations should already be normalised (`RSNorm`); actions live in (−1, 1).
 
@@ -388,14 +411,14 @@ class SimbaActor(nn.Module):
         super().__init__()
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.log_std_min, self.log_std_max = float(log_std_min), float(log_std_max)
-        self.encoder, self.head = _simba_trunk(obs_dim, hidden, num_blocks, head_blocks, 2 * act_dim)
+        self.encoder, self.head = _simba_trunk(obs_dim, hidden, num_blocks, head_blocks, GaussianHead(hidden, act_dim))
         self.init_weights()
 
     @torch.no_grad()
     def init_weights(self) -> None:
         """Re-draw every parameter in place with SimBa's init (torch's global RNG)."""
         self.encoder.init_weights()
-        _init_simba_head(self.head, (self.act_dim, self.act_dim))
+        _init_simba_head(self.head)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pre-squash Gaussian parameters.
@@ -437,7 +460,7 @@ class SimbaActor(nn.Module):
 
 
 class SimbaCritic(nn.Module):
-    """SimBa SAC critic: Q(s, a) from concat(obs, action) (Lee et al. 2024; DESIGN 6).
+    """SimBa SAC critic: Q(s, a) from concat(obs, action) (Lee et al. 2024).
 
     encoder = `SimbaEncoder(obs_dim + act_dim, hidden, num_blocks − head_blocks)`; head = [the last `head_blocks`
     SimbaBlocks, final LayerNorm,] Linear(h → 1), orthogonal gain 1, zero bias. One critic; clipped double Q uses two
@@ -462,14 +485,14 @@ class SimbaCritic(nn.Module):
         _check_blocks(num_blocks, head_blocks)
         super().__init__()
         self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.encoder, self.head = _simba_trunk(obs_dim + act_dim, hidden, num_blocks, head_blocks, 1)
+        self.encoder, self.head = _simba_trunk(obs_dim + act_dim, hidden, num_blocks, head_blocks, nn.Linear(hidden, 1))
         self.init_weights()
 
     @torch.no_grad()
     def init_weights(self) -> None:
         """Re-draw every parameter in place with SimBa's init (torch's global RNG)."""
         self.encoder.init_weights()
-        _init_simba_head(self.head, (1,))
+        _init_simba_head(self.head)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Q-values.

@@ -3,14 +3,14 @@
 Pure tensor functions: tensor in, tensor out. Walking modules and choosing layers lives in `fire_rl.resets`.
 
 The orthogonal polar factor of W = UΣVᵀ (thin SVD, shape (m, n)) is Q = UVᵀ: the isometry nearest to W in Frobenius
-norm (orthogonal Procrustes), the solution of FIRE's problem min ‖W − W̃‖²_F s.t. W̃ is an isometry (DESIGN 3.1).
-Three ways to compute it are offered:
+norm (orthogonal Procrustes), the solution of FIRE's problem min ‖W − W̃‖²_F s.t. W̃ is an isometry (Han et al.,
+"FIRE", ICLR 2026, arXiv 2602.08040). Three ways to compute it are offered:
 
 * ``"newton_schulz"`` — the official FIRE iteration (cubic Newton–Schulz from Frobenius normalisation), by default for
   a fixed 10 steps with no convergence check and no host sync.
 * ``"polar_express"`` — the Polar Express quintics (Amsel, Persson, Musco, Gower 2025, arXiv 2505.16932, Algorithm 1),
   which converge in far fewer steps; the natural choice with a tolerance.
-* ``"svd"`` — the exact factor from `torch.linalg.svd`.
+* ``"svd"`` — the exact factor from `torch.linalg.svd`, computed in float64 and cast back.
 
 With ``tol`` the two iterations run until max|σ(Q) − 1| ≤ tol (checked every few steps, a hard cap on the steps).
 """
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = [
+    "FIRE_SCALES",
     "METHODS",
     "NS_COEFFS",
     "PE_COEFFS",
@@ -31,15 +32,19 @@ __all__ = [
     "PolarInfo",
     "check_polar_options",
     "fire_scale",
+    "from_kernel_slices",
+    "kernel_slices",
     "numerical_rank",
     "polar",
     "polar_with_info",
+    "work_dtype",
 ]
 
 METHODS = ("newton_schulz", "polar_express", "svd")
 
-# Cubic Newton–Schulz X ← a·X + b·(XXᵀ)X (official FIRE code; DESIGN 3.1). Not Muon's quintic (3.4445, −4.7750, 2.0315),
-# which the FIRE authors avoid because it leaves singular values away from 1.
+# Cubic Newton–Schulz X ← a·X + b·(XXᵀ)X (official FIRE code: github.com/isaac7778/FIRE @ c37a0ac,
+# rl/dqn/cleanrl/dqn_atari_resume.py ``apply_fire`` and rl/sac/scale_rl/agents/simba/projection.py). Not Muon's
+# quintic (3.4445, −4.7750, 2.0315), which the FIRE authors avoid because it leaves singular values away from 1.
 NS_COEFFS = (1.5, -0.5)
 
 # Polar Express, degree 5 (arXiv 2505.16932, Algorithm 1): X ← a·X + b·(XXᵀ)X + c·(XXᵀ)²X with step-dependent (a, b, c);
@@ -59,23 +64,87 @@ _PE_SAFETY = 1.01
 PE_COEFFS = tuple((a / _PE_SAFETY, b / _PE_SAFETY**3, c / _PE_SAFETY**5) for a, b, c in _PE_RAW[:-1]) + (_PE_RAW[-1],)
 
 
-def fire_scale(weight_shape: Sequence[int]) -> float:
-    """The scale FIRE applies after orthogonalising (official FIRE code, the "muon" rule; DESIGN 3.1).
+FIRE_SCALES = ("muon", "isometry", "none")
 
-    Linear weight `(d_out, d_in)`: √(d_out/d_in). Conv2d weight `(C_out, C_in, k_h, k_w)`: √(C_out/C_in)/(k_h·k_w).
+
+def fire_scale(weight_shape: Sequence[int], rule: str = "muon") -> float:
+    """The scale c FIRE multiplies the orthogonal polar factor by, for a Linear or Conv2d weight.
+
+    Rules (`FIRE_SCALES`):
+
+    * ``"muon"`` (official FIRE code; the default of the paper recipes): Linear `(d_out, d_in)`: c = √(d_out/d_in).
+      Conv2d `(C_out, C_in, k_h, k_w)`, whose k_h·k_w slices W[:, :, i, j] are orthogonalised one by one:
+      c = √(C_out/C_in)/(k_h·k_w) (github.com/isaac7778/FIRE @ c37a0ac, rl/dqn/cleanrl/dqn_atari_resume.py,
+      ``apply_fire``: ``np.sqrt(C_out / C_in) / kernel_size``).
+    * ``"isometry"``: Linear as ``"muon"``; Conv2d c = √(C_out/C_in)/√(k_h·k_w), which is the Linear rule applied to
+      the unfolded conv matrix W_u of shape (C_out, C_in·k_h·k_w): √(C_out/(C_in·k_h·k_w)).
+    * ``"none"``: c = 1, the pure polar factor.
+
+    What the conv rules do to the unfolded matrix. Up to a permutation of its columns (which changes no singular
+    value) W_u = c·[Q_1, …, Q_P], P = k_h·k_w, every Q_p (C_out × C_in) a partial isometry after FIRE. Hence
+    W_u W_uᵀ = c²·Σ_p Q_p Q_pᵀ and the trace identity ‖W_u‖²_F = c²·P·min(C_out, C_in), so, with s = min(C_out,
+    C_in·P) singular values σ_k of W_u:
+
+    * C_out ≤ C_in (each slice wide, Q_p Q_pᵀ = I): W_u W_uᵀ = c²·P·I, every σ_k = c·√P exactly. ``"isometry"``:
+      σ_k = √(C_out/C_in) (1 for C_out = C_in: orthonormal rows); ``"muon"``: √(C_out/C_in)/√P.
+    * C_in < C_out < C_in·P (each slice tall, W_u wide; the Nature CNN's first two convs): Σ_p Q_p Q_pᵀ is a sum of P
+      rank-C_in projections of R^C_out, so the σ_k depend on how the slices' ranges overlap, but their mean square
+      is exact: mean σ_k² = c²·P·C_in/C_out, i.e. RMS σ = 1 for ``"isometry"`` (an isometry on average) and
+      1/√P for ``"muon"``; and σ_max ≤ c·√P = √(C_out/C_in) (``"isometry"``).
+    * C_out ≥ C_in·P (W_u tall): RMS σ over the C_in·P singular values = c, i.e. √(C_out/(C_in·P)) for ``"isometry"``,
+      what the Linear rule gives every singular value of a tall Linear; exact for all σ_k only if the slices' ranges
+      are mutually orthogonal.
+
+    So ``"muon"`` leaves the unfolded conv √(k_h·k_w) below the ``"isometry"`` level: RMS σ = 1/8, 1/4, 1/3 for the
+    Nature CNN's convs (8×8, 4×4, 3×3 kernels). The strided conv operator's gain (its spectral norm on the 84×84
+    input) is then about 0.22, 0.40, 0.59, against about 1 at PyTorch's default init; ``"isometry"`` multiplies it by
+    8, 4, 3, to about 1.7: patches overlap (stride 4, 2, 1), so the operator reads each input pixel several times and
+    its norm exceeds the unfolded matrix's (tests/test_resets.py ``test_fire_scale_muon_conv_operator_gains``).
+
+    Args:
+        weight_shape: `(d_out, d_in)` or `(C_out, C_in, k_h, k_w)`.
+        rule: ``"muon"`` (default), ``"isometry"`` or ``"none"``.
 
     Raises:
-        ValueError: a weight that is neither 2-D nor 4-D.
+        ValueError: a weight that is neither 2-D nor 4-D; an unknown `rule`.
     """
+    if rule not in FIRE_SCALES:
+        raise ValueError(f"FIRE's scale rule must be one of {list(FIRE_SCALES)}, got {rule!r}")
+    if len(weight_shape) not in (2, 4):
+        raise ValueError(
+            f"FIRE's scale rule is defined for 2-D (Linear) and 4-D (Conv2d) weights, got shape {tuple(weight_shape)}"
+        )
+    if rule == "none":
+        return 1.0
+    d_out, d_in = weight_shape[:2]
     if len(weight_shape) == 2:
-        d_out, d_in = weight_shape
         return math.sqrt(d_out / d_in)
-    if len(weight_shape) == 4:
-        c_out, c_in, kh, kw = weight_shape
-        return math.sqrt(c_out / c_in) / (kh * kw)
-    raise ValueError(
-        f"FIRE's scale rule is defined for 2-D (Linear) and 4-D (Conv2d) weights, got shape {tuple(weight_shape)}"
-    )
+    positions = weight_shape[2] * weight_shape[3]
+    return math.sqrt(d_out / d_in) / (positions if rule == "muon" else math.sqrt(positions))
+
+
+def kernel_slices(weight: torch.Tensor) -> torch.Tensor:
+    """The matrices FIRE orthogonalises: (d_out, d_in) -> (1, d_out, d_in); a conv kernel (C_out, C_in, k_h, k_w) ->
+    (k_h·k_w, C_out, C_in), one slice per kernel position (a view when possible). Inverse: `from_kernel_slices`."""
+    if weight.dim() == 2:
+        return weight.unsqueeze(0)
+    c_out, c_in, kh, kw = weight.shape
+    # (C_out, C_in, k_h, k_w) -> (k_h, k_w, C_out, C_in) -> (k_h·k_w, C_out, C_in)
+    return weight.permute(2, 3, 0, 1).reshape(kh * kw, c_out, c_in)
+
+
+def from_kernel_slices(slices: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Inverse of `kernel_slices`: (P, d_out, d_in) slices back to a weight of `shape` (2-D or 4-D)."""
+    if len(shape) == 2:
+        return slices.reshape(shape)
+    c_out, c_in, kh, kw = shape
+    return slices.reshape(kh, kw, c_out, c_in).permute(2, 3, 0, 1)  # back to (C_out, C_in, k_h, k_w)
+
+
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernels and metrics compute in: float64 stays float64, every other floating dtype is computed in
+    float32 (half-precision Gram matrices lose the small singular values the iteration must grow)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 @dataclass(frozen=True)
@@ -140,19 +209,15 @@ def _check_matrix(W: object) -> None:
         )
 
 
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    # Half-precision Gram matrices lose the small singular values the iteration must grow; float32 is the floor.
-    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
-
-
-def _canonical(W: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """(..., m, n) -> (B, p, q) in the working dtype with p = min(m, n) ≤ q, entries scaled into [−1, 1].
+def _canonical(W: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, bool]:
+    """(..., m, n) -> (B, p, q) in `dtype` (default: the working dtype) with p = min(m, n) ≤ q, entries scaled into
+    [−1, 1].
 
     The wide orientation makes XXᵀ the smaller Gram matrix. Dividing by max|W| first is exact up to one rounding and
     keeps ‖W‖_F from overflowing (float32 entries of 1e20) or underflowing (1e-20); it changes neither U nor V.
     """
     m, n = W.shape[-2:]
-    X = W.detach().reshape(-1, m, n).to(_work_dtype(W.dtype))  # (B, m, n)
+    X = W.detach().reshape(-1, m, n).to(dtype or work_dtype(W.dtype))  # (B, m, n)
     transposed = m > n
     if transposed:
         X = X.mT  # (B, n, m)
@@ -185,9 +250,11 @@ def numerical_rank(W: torch.Tensor) -> torch.Tensor:
     return _rank(torch.linalg.svdvals(X)).reshape(W.shape[:-2])
 
 
-def _nonzero(sigma: torch.Tensor) -> torch.Tensor:
-    """sigma (B, p) descending -> (B, p) bool: the singular values that count as nonzero."""
-    return sigma > sigma[:, :1] * (RANK_RTOL * torch.finfo(sigma.dtype).eps)
+def _nonzero(sigma: torch.Tensor, eps: float | None = None) -> torch.Tensor:
+    """sigma (B, p) descending -> (B, p) bool: the singular values that count as nonzero (ε: `eps`, default the
+    machine epsilon of sigma's dtype)."""
+    eps = torch.finfo(sigma.dtype).eps if eps is None else eps
+    return sigma > sigma[:, :1] * (RANK_RTOL * eps)
 
 
 def _rank(sigma: torch.Tensor) -> torch.Tensor:
@@ -212,7 +279,7 @@ def _pe_normalise(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     """X₀ = X/(1.01·‖(XXᵀ)²‖_F^¼), with XXᵀ and (XXᵀ)² returned rescaled for reuse in the first step.
 
     ‖(XXᵀ)²‖_F^¼ = (Σσᵢ⁸)^⅛ ≥ σ_max is a guaranteed bound (power-iteration estimates undershoot ‖X‖₂ and make the
-    quintics diverge; DESIGN 3.1). Frobenius normalisation first keeps σ⁸ in range.
+    quintics diverge). Frobenius normalisation first keeps σ⁸ in range.
     """
     X = _ns_normalise(X)
     A = X @ X.mT  # (B, p, p)
@@ -260,8 +327,12 @@ def _polar(
 
     done = 0
     if method == "svd":
-        U, S, Vh = torch.linalg.svd(X, full_matrices=False)  # (B, p, p), (B, p), (B, p, q)
-        X = (U * _nonzero(S).to(X.dtype).unsqueeze(-2)) @ Vh  # the rank rule: U_r V_rᵀ
+        # float64 from the input on: a float32 SVD loses the singular vectors of small, close singular values (errors
+        # ~ε₃₂·σ_max/gap), which an ill-conditioned weight has many of. The rank rule keeps the working dtype's ε.
+        X64, _ = _canonical(W, torch.float64)
+        U, S, Vh = torch.linalg.svd(X64, full_matrices=False)  # (B, p, p), (B, p), (B, p, q)
+        keep = _nonzero(S, torch.finfo(X.dtype).eps).to(S.dtype).unsqueeze(-2)  # (B, 1, p)
+        X = ((U * keep) @ Vh).to(X.dtype)  # the rank rule: U_r V_rᵀ
     else:
         quintic = method == "polar_express"
         if quintic:
@@ -306,7 +377,7 @@ def _polar(
     if not info:
         return Q, None
     # The residual of what the caller receives, so a cast back to float16/bfloat16 counts.
-    sigma = torch.linalg.svdvals(Q.detach().reshape(-1, *W.shape[-2:]).to(_work_dtype(W.dtype)))  # (B, p)
+    sigma = torch.linalg.svdvals(Q.detach().reshape(-1, *W.shape[-2:]).to(work_dtype(W.dtype)))  # (B, p)
     residual = float(_range_residual(sigma, rank).amax())
     return Q, PolarInfo(
         method=method,
@@ -325,7 +396,7 @@ def polar(
     max_steps: int = 100,
     check_every: int = 2,
 ) -> torch.Tensor:
-    """Orthogonal polar factor Q ≈ UVᵀ of W = UΣVᵀ, batched over leading dims (FIRE, arXiv 2602.08040; DESIGN 3.1).
+    """Orthogonal polar factor Q ≈ UVᵀ of W = UΣVᵀ, batched over leading dims (FIRE, arXiv 2602.08040).
 
     Target: the isometry nearest to W, W(WᵀW)^(−1/2) = UVᵀ (thin SVD), so QᵀQ = I for tall W and QQᵀ = I for wide W.
     Every matrix of the batch is orthogonalised on its own; a conv kernel's per-position slices go through as one
@@ -338,13 +409,16 @@ def polar(
       starts in (0, 1] and follows x ← 1.5x − 0.5x³ (fixed point 1); small ones grow only ~1.5× per step. The default
       10 steps (the paper's, no convergence check) orthogonalise thin random matrices but leave the smallest
       singular values of square or ill-conditioned ones far below 1: a 512×512 Gaussian keeps σ_min ≈ 0.002, i.e.
-      max|σ − 1| ≈ 1 (DESIGN 3.1, 9). Use `polar_with_info` to see the residual.
+      max|σ − 1| ≈ 1 (tests/test_polar.py ``test_ten_steps_leave_512_square_unconverged``). Use
+      `polar_with_info` to see the residual.
     * ``"polar_express"`` (Amsel et al. 2025, arXiv 2505.16932, Algorithm 1): Xₖ₊₁ = aₖXₖ + bₖ(XₖXₖᵀ)Xₖ + cₖ(XₖXₖᵀ)²Xₖ
       with the step-dependent coefficients `PE_COEFFS` (first seven divided by the 1.01 safety factor, then
       (1.875, −1.25, 0.375) repeated), from X₀ = W/(1.01·‖(WWᵀ)²‖_F^¼) after Frobenius normalisation (a guaranteed
       bound on ‖W‖₂ that reuses the first step's products). To max|σ − 1| ≤ 1e-3 in float32: about 7 steps for random
       rectangular, 9 for random square, 11 for singular values spread over four decades (cubic: 12, 28, 30).
-    * ``"svd"``: exact UVᵀ from `torch.linalg.svd`; `steps`, `tol` are ignored.
+    * ``"svd"``: exact UVᵀ from `torch.linalg.svd` in float64 (from the input on), cast back to the working dtype:
+      accurate to that dtype's rounding even for singular values spread over many decades; `steps`, `tol` are
+      ignored.
 
     Tolerance mode (``tol`` given, iterations only; `steps` is then ignored): iterate until max|σ − 1| ≤ tol, checking
     every `check_every` steps and stopping after `max_steps` whether converged or not. The check is the free
@@ -352,7 +426,7 @@ def polar(
     check; reaching a small tol may take one check more than the true residual needs. Float32 bottoms out near 1e-6
     and float64 near 1e-14; a tol below that runs to `max_steps`. The fixed-step path has no host sync at all.
 
-    Rank rule (DESIGN 3.1, "Rank-deficient weights"): the polar factor is unique only on the range of W. Singular
+    Rank rule: the polar factor is unique only on the range of W. Singular
     values σᵢ ≤ 10·ε·σ_max count as zero (`numerical_rank`: rounding leaves a null direction near ε·σ_max); the
     tolerance and the reported residual are judged on the other r singular values only. ``"svd"`` returns the
     partial isometry U_r V_rᵀ (zero on the null space, so a zero matrix gives zeros). The iterations give U_r V_rᵀ in

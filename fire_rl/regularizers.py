@@ -1,4 +1,4 @@
-"""Per-step plasticity methods (DESIGN 3.6): Soft Weight Rescaling, L2-init and Parseval regularisation.
+"""Per-step plasticity methods: Soft Weight Rescaling, L2-init and Parseval regularisation.
 
 None of them is a reset: SWR rescales weights in place right after every optimizer step (no gradient, no loss term),
 L2-init and Parseval are loss terms the agent adds to its loss before `backward()`. The reset-like per-neuron method,
@@ -26,13 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from fire_rl.resets.common import layer_kind, resolve_layers
+from fire_rl.resets.common import MATRIX_KINDS, NORM_TYPES, layer_kind, resolve_layers
 
 __all__ = ["NORM_TYPES", "SoftWeightRescaling", "l2_init_loss", "parseval_loss"]
-
-# Normalisation layers whose output scale does not depend on their input scale (in training mode; see the SWR
-# docstring for BatchNorm in eval mode). Their affine γ counts as a layer's W and β as its b.
-NORM_TYPES: tuple[type[nn.Module], ...] = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -45,9 +41,10 @@ def _check_fraction(name: str, value: object) -> float:
     return float(value)
 
 
-def _check_coefficient(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
+def _check_coefficient(name: str, value: object, positive: bool = False) -> float:
+    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    if bad or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be a finite float {'> 0' if positive else '>= 0'}, got {value!r}")
     return float(value)
 
 
@@ -70,7 +67,7 @@ def _layer_names(layers: object) -> list[str] | None:
 
 
 class SoftWeightRescaling:
-    """Soft Weight Rescaling (SWR; Oh et al. 2025, arXiv 2507.04683, Sec. 3.3 and Algorithm 1; DESIGN 3.6).
+    """Soft Weight Rescaling (SWR; Oh et al. 2025, arXiv 2507.04683, Sec. 3.3 and Algorithm 1).
 
     Call `step()` right after every optimizer step. For each rescaled layer l, with ‖·‖ the Frobenius norm of the whole
     weight tensor (a conv kernel included) and n⁰_l = ‖W_l‖ stored once at construction::
@@ -140,13 +137,10 @@ class SoftWeightRescaling:
             `select_layers`, or qualified module names (Linear, Conv2d or affine normalisation layers). Layers left
             out are not touched and count as factor 1 (a bias left out after a rescaled layer then breaks
             proportionality); normalisation layers still restart C whether selected or not.
-        lam_head: λ for the layers under the top-level ``head`` module (the paper's λ_c for the classifier, with `lam`
-            as its λ_f for the feature extractor); None uses `lam` everywhere.
 
     Raises:
-        ValueError: `lam` or `lam_head` outside [0, 1]; a name that is not a module of `network`, or not a Linear,
-            Conv2d or affine normalisation layer; an empty selection; `lam_head` given but `network` has no ``head``
-            module; weights on several devices.
+        ValueError: `lam` outside [0, 1]; a name that is not a module of `network`, or not a Linear, Conv2d or affine
+            normalisation layer; an empty selection; weights on several devices.
     """
 
     def __init__(
@@ -154,18 +148,10 @@ class SoftWeightRescaling:
         network: nn.Module,
         lam: float = 1e-3,
         layers: Mapping[str, nn.Module] | Sequence[str] | None = None,
-        *,
-        lam_head: float | None = None,
     ) -> None:
         if not isinstance(network, nn.Module):
             raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}")
         lam = _check_fraction("lam", lam)
-        if lam_head is not None:
-            lam_head = _check_fraction("lam_head", lam_head)
-            if not isinstance(getattr(network, "head", None), nn.Module):
-                raise ValueError(
-                    f"lam_head={lam_head} needs a top-level `head` module, and {type(network).__name__} has none"
-                )
         chain = [(name, m) for name, m in network.named_modules() if layer_kind(m) is not None or _is_norm(m)]
         rescalable = {name: m for name, m in chain if getattr(m, "weight", None) is not None}
         wanted = _layer_names(layers)
@@ -219,10 +205,8 @@ class SoftWeightRescaling:
         for j, row in enumerate(bias_rows):
             mask[j, row] = True
         self._bias_mask = mask.to(device)
-        lams = [lam_head if lam_head is not None and n.split(".")[0] == "head" else lam for n in self.names]
         self.lam = lam
-        self.lam_head = lam_head
-        self._lam = torch.tensor(lams, dtype=self._dtype, device=device)
+        self._lam = torch.tensor(lam, dtype=self._dtype, device=device)
         self._params = self.weights + self.biases
         self.init_norms = self.norms()
         self.last_norms: torch.Tensor | None = None
@@ -312,7 +296,7 @@ def l2_init_loss(
     layers: Mapping[str, nn.Module] | Sequence[str] | None = None,
     lam: float = 1.0,
 ) -> torch.Tensor:
-    """L2-init regulariser λ·Σ_p ‖θ_p − θ₀_p‖² (Kumar et al. 2023, "L2 Init", Sec. 3; DESIGN 3.6).
+    """L2-init regulariser λ·Σ_p ‖θ_p − θ₀_p‖² (Kumar et al. 2023, "L2 Init", Sec. 3).
 
     Add it to the loss before `backward()`; its gradient is 2λ(θ − θ₀). Which parameters:
 
@@ -344,7 +328,6 @@ def l2_init_loss(
         if tuple(t.shape) != tuple(p.shape):
             raise ValueError(f"theta0[{name!r}] has shape {tuple(t.shape)}, the parameter {tuple(p.shape)}")
         targets.append(t.detach().to(device=p.device, dtype=p.dtype))
-    # Elementwise and memory-bound: a per-tensor sum of squares is as fast here as the _foreach variants (measured).
     return lam * torch.stack([(p - t).square().sum() for p, t in zip(params.values(), targets)]).sum()
 
 
@@ -356,7 +339,7 @@ def l2_init_loss(
 def parseval_layers(network: nn.Module) -> dict[str, nn.Module]:
     """Parseval's default layers: every `nn.Linear` and `nn.Conv2d` except the last `nn.Linear` in registration order
     (the output layer; Chung et al. 2024 regularise all layers but the last)."""
-    layers = {name: m for name, m in network.named_modules() if layer_kind(m) is not None}
+    layers = {name: m for name, m in network.named_modules() if layer_kind(m) in MATRIX_KINDS}
     linears = [name for name, m in layers.items() if isinstance(m, nn.Linear)]
     if linears:
         del layers[linears[-1]]
@@ -369,7 +352,7 @@ def parseval_loss(
     s: float = 2.0,
     lam: float = 1.0,
 ) -> torch.Tensor:
-    """Parseval regulariser λ·Σ_l ‖W_l W_lᵀ − s·I‖²_F (Chung et al. 2024, NeurIPS, Eq. 1; DESIGN 3.6).
+    """Parseval regulariser λ·Σ_l ‖W_l W_lᵀ − s·I‖²_F (Chung et al. 2024, NeurIPS, Eq. 1).
 
     W_l is a layer's weight in PyTorch's (d_out, d_in) layout, so W Wᵀ is (d_out, d_out), as in the authors' code
     (``torch.matmul(W, W.t()) - scale * I``; "weight matrices right multiply by their inputs"). A Conv2d kernel
@@ -439,10 +422,10 @@ class Regularizer:
         swr_lambda: SWR's λ in [0, 1] (1e-3).
         swr_reinit: SWR + re-init: reset the stored norms to the current ones at every reset event.
         l2init_lambda: L2-init's λ ≥ 0.
-        parseval_lambda: Parseval's λ ≥ 0 (1e-3); parseval_s: its target scale s (2).
+        parseval_lambda: Parseval's λ ≥ 0 (1e-3); parseval_s: its target scale s > 0 (2).
 
     Raises:
-        ValueError: an unknown kind, or a coefficient out of range.
+        ValueError: an unknown kind, or a coefficient out of range or not finite (the message names it).
     """
 
     def __init__(
@@ -462,7 +445,7 @@ class Regularizer:
         self.swr_reinit = bool(swr_reinit)
         self.l2init_lambda = _check_coefficient("l2init_lambda", l2init_lambda)
         self.parseval_lambda = _check_coefficient("parseval_lambda", parseval_lambda)
-        self.parseval_s = _check_coefficient("parseval_s", parseval_s)
+        self.parseval_s = _check_coefficient("parseval_s", parseval_s, positive=True)
         self.networks: dict[str, tuple[nn.Module, Mapping[str, torch.Tensor] | None]] = {}
         self.swr: dict[str, SoftWeightRescaling] = {}
 
@@ -485,9 +468,7 @@ class Regularizer:
         network, theta0 = self.networks[name]
         if self.kind == "l2init":
             return l2_init_loss(network, theta0, lam=self.l2init_lambda)
-        if self.kind == "parseval":
-            return parseval_loss(network, s=self.parseval_s, lam=self.parseval_lambda)
-        return 0.0
+        return parseval_loss(network, s=self.parseval_s, lam=self.parseval_lambda)
 
     def after_step(self, *names: str) -> None:
         """SWR's rescaling of the named networks, right after their optimizer step (no host sync)."""

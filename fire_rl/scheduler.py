@@ -1,9 +1,10 @@
 """The reset scheduler: when to reset, what to reset, and what happens to targets, optimizers and the temperature.
 
-Both agents use it the same way (DESIGN 3.5)::
+Both agents use it the same way::
 
     scheduler = ResetScheduler(ResetConfig(method="fire", at=(100_000,)), log_fn=writer.add_scalar, run_dir=run_dir)
     scheduler.add_network("q", q_network, target=target_network, optimizer=optimizer)
+    scheduler.check()                              # every layer selection resolves now, not at the first reset
     ...
     for global_step in ...:                      # env steps
         ...
@@ -11,30 +12,41 @@ Both agents use it the same way (DESIGN 3.5)::
 
 A *recipe* says which operation each layer gets. ``"custom"`` applies `method` to the layers chosen by `kinds`, `roles`
 and `names` on every registered network. ``"paper-dqn"`` and ``"paper-sac"`` reproduce the official FIRE recipes
-(DESIGN 3.1-3.4):
+(github.com/isaac7778/FIRE @ c37a0ac: rl/dqn/cleanrl/dqn_atari_resume.py ``apply_fire``, ``apply_srdqn``,
+``apply_full_reset`` and the ``pi`` branch; rl/sac/scale_rl/agents/simba/simba_agent.py
+``_orthogonally_project_network``, ``_snp_network`` and ``_init_network``). θ₀ is each network's initial parameters.
 
-=========  ===========================================================  ============================================
-method     paper-dqn (Nature CNN)                                        paper-sac (SimBa actor and both critics)
-=========  ===========================================================  ============================================
-fire       FIRE on the convs; the Linears ← θ₀; Adam state kept           FIRE on every Linear; fresh optimizers and
-                                                                          temperature
-sp         convs (weights and biases) shrunk toward θ₀ (α = 0.2);        all parameters shrunk toward θ₀; fresh
-           the Linears ← θ₀; Adam state kept                              optimizers and temperature
-full       every layer ← θ₀; Adam state kept                              every layer ← θ₀; fresh optimizers and
-                                                                          temperature
-pi         plasticity injection on the head; optimizer rebuilt           injection on each head; fresh optimizers and
-                                                                          temperature
-redo       ReDo on every ReLU layer; Adam moments of recycled weights    the same on actor and critics
-           zeroed; target kept (the agent's target updates follow)
-=========  ===========================================================  ============================================
+=========  =========================================================  ==============================================
+method     paper-dqn (Nature CNN)                                      paper-sac (SimBa actor and both critics)
+=========  =========================================================  ==============================================
+fire       FIRE on the convs' weights (biases kept); the Linears ←     FIRE on every Linear's weight (biases and
+           θ₀. Target: the changed tensors copied (conv weights,       LayerNorms kept); target := online; fresh
+           Linears), its own conv biases kept. Adam state kept         optimizers and temperature
+sp         convs (weights and biases) shrunk toward θ₀ (α = 0.2);      every parameter, LayerNorms included, shrunk
+           the Linears ← θ₀. Target: its own convs shrunk, its         toward θ₀ (α = 0.2); target := online; fresh
+           Linears ← θ₀. Adam state kept                               optimizers and temperature
+full       every parameter ← θ₀, target too; Adam state kept           every parameter, LayerNorms included, ← θ₀;
+                                                                       target := online; fresh optimizers and
+                                                                       temperature
+pi         plasticity injection on the head (new heads = θ₀); the      injection on each head; target := online;
+           target injected with its own weights (its output does not   fresh optimizers and temperature
+           change); a fresh Adam over the new parameter set
+redo       ReDo on every ReLU layer; Adam moments of recycled weights  the same on actor and critics; every other
+           zeroed; target kept (the agent's target updates follow)     optimizer state and the temperature kept
+=========  =========================================================  ==============================================
 
-In both recipes the target network receives the online network's result (``target="copy"``).
+FIRE's scale is the official rule (``fire_scale="muon"``) in both recipes. ``"custom"``: the method on the selected
+layers of every network, target := online (ReDo: kept), optimizer state kept (plasticity injection: the optimizer is
+pointed at the new parameter set, keeping the moments of the parameters that stay), temperature kept. `target`,
+`optimizer` and `temperature` override any recipe's choice.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
+import numbers
 import os
 import time
 from collections.abc import Callable
@@ -46,7 +58,11 @@ import torch
 from torch import nn
 
 from fire_rl.metrics import plasticity_metrics
+from fire_rl.polar import FIRE_SCALES
+from fire_rl.polar import METHODS as POLAR_METHODS
 from fire_rl.resets import (
+    KINDS,
+    ROLES,
     ResetReport,
     capture_theta0,
     fire_,
@@ -57,22 +73,66 @@ from fire_rl.resets import (
     select_layers,
     shrink_perturb_,
 )
+from fire_rl.resets.common import MATRIX_KINDS, all_layers, layer_kind
+from fire_rl.runtime import nonfinite_parameters
 
 METHODS = ("none", "fire", "sp", "full", "pi", "redo")
 RECIPES = ("custom", "paper-dqn", "paper-sac")
-TARGETS = ("copy", "same", "keep")
+TARGETS = ("copy", "changed", "same", "keep")
 OPTIMIZERS = ("keep", "reset-changed", "rebuild")
+TEMPERATURES = ("keep", "reset")
+TOWARDS = ("init", "random")
 EVENTS_FILE = "resets.jsonl"
+
+# The command-line flag of each ResetConfig field (fire_rl/cli.py), for error messages.
+FLAGS = {
+    "method": "--reset",
+    "recipe": "--reset-recipe",
+    "at": "--reset-at",
+    "every": "--reset-every",
+    "start": "--reset-start",
+    "stop": "--reset-stop",
+    "kinds": "--reset-kinds",
+    "roles": "--reset-roles",
+    "names": "--reset-names",
+    "target": "--reset-target",
+    "optimizer": "--reset-optimizer",
+    "temperature": "--reset-temperature",
+    "polar_method": "--polar-method",
+    "ns_steps": "--ns-steps",
+    "ns_tol": "--ns-tol",
+    "fire_scale": "--fire-scale",
+    "sp_alpha": "--sp-alpha",
+    "toward": "--reset-toward",
+    "redo_tau": "--redo-tau",
+}
+
+
+def _bad(name: str, value: Any, why: str) -> ValueError:
+    return ValueError(f"{name}={value!r} ({FLAGS[name]}): {why}")
 
 
 def _choice(name: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of {list(allowed)}")
+        raise _bad(name, value, f"not allowed; choose one of {list(allowed)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
 class ResetConfig:
-    """What the scheduler does, and when. Schedules are in env steps (`global_step`), never gradient updates."""
+    """What the scheduler does, and when. Schedules are in env steps (`global_step`), never gradient updates.
+
+    Raises (at construction, `validate`):
+        ValueError: a value out of range or not finite, an unknown choice, or an inconsistent combination; the message
+            names the field, its flag, the value and what is allowed.
+    """
 
     method: Literal["none", "fire", "sp", "full", "pi", "redo"] = "none"
     """reset method: none, fire (FIRE), sp (Shrink & Perturb), full (full reset), pi (plasticity injection), redo
@@ -88,27 +148,29 @@ class ResetConfig:
     stop: int | None = None
     """no reset after this env step (None: never stop)"""
     kinds: tuple[str, ...] = ()
-    """custom recipe: layer kinds to reset (linear, conv); empty: all"""
+    """custom recipe: layer kinds to reset (linear, conv, norm: normalisation layers, for sp and full); empty: linear
+    and conv"""
     roles: tuple[str, ...] = ()
     """custom recipe: layer roles to reset (encoder, head); empty: all"""
     names: tuple[str, ...] = ()
     """custom recipe: fnmatch patterns of layer names to reset; empty: all"""
-    target: Literal["copy", "same", "keep"] | None = None
-    """target networks after a reset: copy the online result, apply the same operation to their own weights, or keep
-    (None: the recipe's choice, copy)"""
+    target: Literal["copy", "changed", "same", "keep"] | None = None
+    """target networks after a reset: copy the online network, copy only the tensors the reset changed, apply the same
+    operation to their own weights, or keep (None: the recipe's choice)"""
     optimizer: Literal["keep", "reset-changed", "rebuild"] | None = None
     """optimizer state after a reset: keep, zero the moments of changed parameters, or rebuild from scratch (None: the
     recipe's choice)"""
     temperature: Literal["keep", "reset"] | None = None
-    """SAC temperature after a reset (None: the recipe's choice: reset for paper-sac, keep otherwise)"""
+    """SAC temperature after a reset (None: the recipe's choice: reset for paper-sac, keep otherwise and for redo)"""
     polar_method: Literal["newton_schulz", "polar_express", "svd"] = "newton_schulz"
     """how FIRE computes the polar factor: cubic Newton-Schulz (the paper), Polar Express, or an exact SVD"""
     ns_steps: int = 10
     """Newton-Schulz iterations (the paper's 10)"""
     ns_tol: float | None = None
     """if set, iterate until max|sigma - 1| <= ns_tol instead of a fixed number of steps"""
-    fire_scale: Literal["muon", "none"] = "muon"
-    """FIRE's scale after orthogonalising: the official sqrt(d_out/d_in) rule, or none"""
+    fire_scale: Literal["muon", "isometry", "none"] = "muon"
+    """FIRE's scale after orthogonalising: the official rule (muon), the same with convs scaled to an isometry on
+    average (isometry), or none (fire_rl.polar.fire_scale)"""
     sp_alpha: float = 0.2
     """Shrink & Perturb: theta <- alpha * theta + (1 - alpha) * theta_new (alpha = share of trained weights kept)"""
     toward: Literal["init", "random"] = "init"
@@ -117,7 +179,18 @@ class ResetConfig:
     """ReDo: a neuron is dormant when its score E|h_i| / mean_j E|h_j| <= redo_tau (ReDo's benchmarks: 0.1)"""
 
     def __post_init__(self) -> None:
+        self.at = tuple(self.at)
+        self.kinds, self.roles, self.names = tuple(self.kinds), tuple(self.roles), tuple(self.names)
+        self.validate()
         self.at = tuple(int(s) for s in self.at)
+
+    def validate(self, total_steps: int | None = None) -> None:
+        """Check every field (done at construction) and, given the run's length `total_steps` (env steps), that no
+        explicit reset step lies beyond it.
+
+        Raises:
+            ValueError: the message names the field, its flag, the value and what is allowed.
+        """
         _choice("method", self.method, METHODS)
         _choice("recipe", self.recipe, RECIPES)
         if self.target is not None:
@@ -125,30 +198,49 @@ class ResetConfig:
         if self.optimizer is not None:
             _choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.temperature is not None:
-            _choice("temperature", self.temperature, ("keep", "reset"))
-        _choice("polar_method", self.polar_method, ("newton_schulz", "polar_express", "svd"))
-        _choice("fire_scale", self.fire_scale, ("muon", "none"))
-        _choice("toward", self.toward, ("init", "random"))
-        if any(s <= 0 for s in self.at):
-            raise ValueError(f"reset at={list(self.at)}: every reset step must be a positive env step")
-        if self.every < 0:
-            raise ValueError(f"reset every={self.every}: must be >= 0 env steps (0 turns periodic resets off)")
-        if self.start < 0:
-            raise ValueError(f"reset start={self.start}: must be >= 0")
-        if self.stop is not None and self.stop < self.start:
-            raise ValueError(f"reset stop={self.stop} is before start={self.start}")
-        if self.ns_steps < 1:
-            raise ValueError(f"ns_steps={self.ns_steps}: must be >= 1")
-        if self.ns_tol is not None and not (0 < self.ns_tol < 1):
-            raise ValueError(f"ns_tol={self.ns_tol}: must be in (0, 1)")
-        if not self.redo_tau >= 0:
-            raise ValueError(f"redo_tau={self.redo_tau}: must be >= 0")
-        if not (0.0 <= self.sp_alpha <= 1.0):
-            raise ValueError(f"sp_alpha={self.sp_alpha}: must be in [0, 1] (share of trained weights kept)")
+            _choice("temperature", self.temperature, TEMPERATURES)
+        _choice("polar_method", self.polar_method, POLAR_METHODS)
+        _choice("fire_scale", self.fire_scale, FIRE_SCALES)
+        _choice("toward", self.toward, TOWARDS)
+        if not all(_is_int(s) and s > 0 for s in self.at):
+            raise _bad("at", list(self.at), "every reset step must be a positive int (env steps)")
+        if not _is_int(self.every) or self.every < 0:
+            raise _bad("every", self.every, "must be an int >= 0 env steps (0 turns periodic resets off)")
+        if not _is_int(self.start) or self.start < 0:
+            raise _bad("start", self.start, "must be an int >= 0 env steps")
+        if self.stop is not None and (not _is_int(self.stop) or self.stop < self.start):
+            raise _bad("stop", self.stop, f"must be None or an int >= start={self.start}")
+        if not _is_int(self.ns_steps) or self.ns_steps < 1:
+            raise _bad("ns_steps", self.ns_steps, "must be an int >= 1")
+        if self.ns_tol is not None and not (_is_real(self.ns_tol) and 0 < self.ns_tol < 1):
+            raise _bad("ns_tol", self.ns_tol, "must be None or a finite float in (0, 1) (a bound on max|sigma - 1|)")
+        if not (_is_real(self.sp_alpha) and 0.0 <= self.sp_alpha <= 1.0):
+            raise _bad("sp_alpha", self.sp_alpha, "must be a finite float in [0, 1] (share of trained weights kept)")
+        if not (_is_real(self.redo_tau) and self.redo_tau >= 0):
+            raise _bad("redo_tau", self.redo_tau, "must be a finite float >= 0 (0.1 in ReDo's benchmarks)")
+        for name, allowed in (("kinds", tuple(KINDS)), ("roles", ROLES)):
+            values = getattr(self, name)
+            bad = [v for v in values if v not in allowed]
+            if bad:
+                raise _bad(name, values, f"unknown value(s) {bad}; allowed: {list(allowed)}")
+        if not all(isinstance(p, str) and p for p in self.names):
+            raise _bad("names", self.names, "every pattern must be a non-empty string")
+        selection = [n for n in ("kinds", "roles", "names") if getattr(self, n)]
+        if selection and self.method != "none":
+            flags = "/".join(FLAGS[n] for n in selection)
+            if self.recipe != "custom":
+                raise _bad("recipe", self.recipe, f"{flags} choose layers for the custom recipe only; give custom")
+            if self.method in ("pi", "redo"):
+                what = "injects into each network's head" if self.method == "pi" else "recycles every ReLU layer"
+                raise _bad("method", self.method, f"{flags} do not apply: it {what}")
+        if self.method == "fire" and "norm" in self.kinds:
+            raise _bad("kinds", self.kinds, "FIRE orthogonalises matrices; kind norm applies to sp and full only")
         if self.method != "none" and not self.at and self.every == 0:
-            raise ValueError(f"reset method {self.method!r} has no schedule: give `at` (env steps) or `every`")
-        if self.recipe == "custom" and self.method == "pi" and (self.kinds or self.names):
-            raise ValueError("plasticity injection acts on each network's `head`; kinds/names do not apply to it")
+            raise _bad("method", self.method, "has no schedule: give `at` (--reset-at, env steps) or `every`")
+        if total_steps is not None and self.enabled:
+            late = [s for s in self.at if s > total_steps]
+            if late:
+                raise _bad("at", list(self.at), f"{late} lies beyond total_timesteps={total_steps} (env steps)")
 
     @property
     def enabled(self) -> bool:
@@ -156,38 +248,33 @@ class ResetConfig:
         return self.method != "none"
 
     def target_policy(self) -> str:
-        """`target`, or the recipe's choice: copy (keep for ReDo, whose targets follow the agent's target updates)."""
+        """`target`, or the recipe's choice: paper-dqn copies what FIRE changed into the target and applies S&P, full
+        resets and injection to the target's own weights; otherwise copy. ReDo keeps the target (the agent's target
+        updates follow the online network)."""
         if self.target is not None:
             return self.target
-        return "keep" if self.method == "redo" else "copy"  # ReDo leaves the target to the agent's target updates
+        if self.method == "redo":
+            return "keep"
+        if self.recipe == "paper-dqn":
+            return "changed" if self.method == "fire" else "same"
+        return "copy"
 
     def optimizer_policy(self) -> str:
-        """`optimizer`, or the recipe's choice: rebuild for paper-sac, keep otherwise."""
+        """`optimizer`, or the recipe's choice: rebuild for paper-sac (ReDo: keep, it zeroes the moments of the weights
+        it recycles itself) and for paper-dqn's plasticity injection; keep otherwise."""
         if self.optimizer is not None:
             return self.optimizer
-        if self.recipe == "paper-sac":
+        if self.method == "redo":
+            return "keep"
+        if self.recipe == "paper-sac" or (self.recipe == "paper-dqn" and self.method == "pi"):
             return "rebuild"
         return "keep"
 
     def temperature_policy(self) -> str:
-        """`temperature`, or the recipe's choice: reset for paper-sac, keep otherwise."""
+        """`temperature`, or the recipe's choice: reset for paper-sac (except ReDo), keep otherwise."""
         if self.temperature is not None:
             return self.temperature
-        return "reset" if self.recipe == "paper-sac" else "keep"
-
-    def points(self, total_steps: int) -> list[int]:
-        """Every scheduled env step up to `total_steps`, sorted, within [start, stop]."""
-        pts = set(self.at)
-        if self.every > 0:
-            pts.update(range(self.every, total_steps + 1, self.every))
-        hi = total_steps if self.stop is None else min(self.stop, total_steps)
-        return sorted(s for s in pts if self.start <= s <= hi)
-
-    def validate(self, total_steps: int) -> None:
-        """Raise ValueError if an explicit reset step lies beyond the run's `total_steps` (env steps)."""
-        late = [s for s in self.at if s > total_steps]
-        if late and self.enabled:
-            raise ValueError(f"reset at={late} lies beyond total_timesteps={total_steps} (env steps)")
+        return "reset" if self.recipe == "paper-sac" and self.method != "redo" else "keep"
 
 
 @dataclass
@@ -218,6 +305,18 @@ class ResetEvent:
     points: list[int]
     seconds: float
     scalars: dict[str, float] = field(default_factory=dict)
+
+
+def _rng_state(network: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """torch's global CPU RNG state and, for a network on a CUDA device, that device's (what `fresh_draw` uses)."""
+    device = next(network.parameters()).device
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(network: nn.Module, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], next(network.parameters()).device)
 
 
 def _trainable(modules: list[nn.Module]) -> list[nn.Parameter]:
@@ -334,6 +433,81 @@ class ResetScheduler:
         """θ₀ of the network registered as `name` (``{parameter name: tensor}``)."""
         return self.entries[name].theta0
 
+    def check(self) -> None:
+        """Resolve, now, everything a reset will need from the registered networks, so that a reset that cannot run is
+        refused at start-up and not at its scheduled step. Call it right after the last `add_network`.
+
+        Checks, for every registered network: every value of `kinds`, `roles` and `names` (custom recipe) selects at
+        least one of its layers and together they select some; the paper recipes find the layers they act on; ReDo
+        finds an `nn.ReLU` to recycle; plasticity injection finds a ``head`` child; a target network has the online
+        network's parameter names and shapes; an optimizer the reset rebuilds has one parameter group. Nothing changes.
+
+        Raises:
+            ValueError: a check failed; the message names the flag and value (``--reset-kinds lstm``,
+                ``--reset-names 'nonexistent.*'``), the network and its layers. Also when a method is set and no
+                network is registered.
+        """
+        cfg = self.config
+        if not cfg.enabled:
+            return
+        if not self.entries:
+            raise ValueError(f"--reset {cfg.method}: no network is registered with the reset scheduler")
+        rebuilds = cfg.optimizer_policy() == "rebuild" or cfg.method == "pi"
+        for entry in self.entries.values():
+            net, label = entry.online, f"network {entry.name!r} ({type(entry.online).__name__})"
+            layers = ", ".join(f"{n} ({layer_kind(m)})" for n, m in all_layers(net, tuple(KINDS)).items()) or "none"
+            if cfg.recipe == "custom" and cfg.method not in ("pi", "redo"):
+                self._check_selection(entry, label, layers)
+            try:
+                self._ops(entry)
+            except ValueError as err:
+                raise ValueError(f"--reset {cfg.method} --reset-recipe {cfg.recipe}: {label}: {err}") from err
+            if cfg.method == "redo" and not any(isinstance(m, nn.ReLU) for m in net.modules()):
+                raise ValueError(
+                    f"--reset redo: {label} has no nn.ReLU activation to recycle (a SimBa network with no residual "
+                    "block has none)"
+                )
+            if cfg.method == "pi" and not isinstance(getattr(net, "head", None), nn.Module):
+                raise ValueError(f"--reset pi: {label} has no top-level child `head` to inject into")
+            if entry.target is not None:
+                ours = {n: tuple(p.shape) for n, p in net.named_parameters()}
+                theirs = {n: tuple(p.shape) for n, p in entry.target.named_parameters()}
+                if ours != theirs:
+                    diff = sorted(set(ours.items()) ^ set(theirs.items()))
+                    raise ValueError(f"the target of {label} differs from it in parameters {diff[:4]}")
+            if rebuilds and entry.optimizer is not None and len(entry.optimizer.param_groups) != 1:
+                raise ValueError(
+                    f"--reset {cfg.method}: the optimizer of {label} has {len(entry.optimizer.param_groups)} "
+                    "parameter groups; a reset that rebuilds it needs one"
+                )
+
+    def _check_selection(self, entry: _Entry, label: str, layers: str) -> None:
+        """The custom recipe's `kinds`, `roles` and `names` on one network, each value on its own, then together."""
+        cfg, net = self.config, entry.online
+        for kind in cfg.kinds:
+            if not all_layers(net, (kind,)):
+                raise ValueError(f"--reset-kinds {kind} selects no layer of {label}; its layers: {layers}")
+        for role in cfg.roles:
+            child = getattr(net, role, None)
+            if not isinstance(child, nn.Module) or not all_layers(child, tuple(KINDS)):
+                raise ValueError(
+                    f"--reset-roles {role} selects no layer of {label}: it has no top-level child {role!r} holding "
+                    f"layers; its layers: {layers}"
+                )
+        every = list(all_layers(net, tuple(KINDS)))
+        for pattern in cfg.names:
+            if not any(fnmatch.fnmatchcase(n, pattern) for n in every):
+                raise ValueError(f"--reset-names {pattern!r} matches no layer of {label}; its layers: {layers}")
+        try:
+            select_layers(net, kinds=cfg.kinds or None, roles=cfg.roles or None, names=cfg.names or None)
+        except ValueError as err:
+            given = " ".join(
+                f"{FLAGS[n]} {' '.join(getattr(cfg, n))}" for n in ("kinds", "roles", "names") if getattr(cfg, n)
+            )
+            raise ValueError(
+                f"{given.strip() or 'the default selection'} together select no layer of {label}; its layers: {layers}"
+            ) from err
+
     # ---- schedule -----------------------------------------------------------------------------------------------
     def _next_point(self) -> float:
         """The first scheduled env step after `last_step`, or inf."""
@@ -372,20 +546,27 @@ class ResetScheduler:
 
     # ---- the reset itself ---------------------------------------------------------------------------------------
     def _ops(self, entry: _Entry) -> list[tuple[str, dict[str, nn.Module] | None]]:
-        """[(op, layers)] for one network under the configured recipe; op in fire, sp, sp_conv, full, pi."""
+        """[(op, layers)] for one network under the configured recipe; op in fire, sp, full, pi, redo (layers None for
+        pi and redo, which find their layers themselves).
+
+        Raises:
+            ValueError: a selection that matches no layer of the network (`select_layers`).
+        """
         cfg, net = self.config, entry.online
         if cfg.method == "pi":
             return [("pi", None)]
         if cfg.method == "redo":  # ReDo finds its (producer, ReLU, consumer) triples itself
             return [("redo", None)]
+        every_parameter = tuple(KINDS)  # Linear, Conv2d and normalisation layers: all parameters of our networks
         if cfg.recipe == "paper-dqn":
             if cfg.method == "full":
-                return [("full", select_layers(net))]
+                return [("full", select_layers(net, kinds=every_parameter))]
             convs = select_layers(net, kinds=["conv"])
             linears = select_layers(net, kinds=["linear"])
             return [(cfg.method, convs), ("full", linears)]
         if cfg.recipe == "paper-sac":
-            return [(cfg.method, select_layers(net))]
+            # Official SAC: FIRE maps every Dense kernel; S&P and the full reset act on every parameter.
+            return [(cfg.method, select_layers(net, kinds=MATRIX_KINDS if cfg.method == "fire" else every_parameter))]
         layers = select_layers(net, kinds=cfg.kinds or None, roles=cfg.roles or None, names=cfg.names or None)
         return [(cfg.method, layers)]
 
@@ -397,7 +578,7 @@ class ResetScheduler:
         """Plasticity metrics of `entry` on `inputs`, into `out`; returns the network's flattened outputs."""
         if inputs is None:
             return torch.empty(0)
-        metrics = plasticity_metrics(entry.online, inputs)
+        metrics = plasticity_metrics(entry.online, inputs, dfi_scale=self.config.fire_scale)
         for key in ("dormant", "srank", "dfi_normalized_mean", "feature_norm", "weight_norm"):
             out[f"{entry.name}/{key}_{when}"] = metrics[key]
         was_training = entry.online.training
@@ -432,10 +613,15 @@ class ResetScheduler:
                 elif op == "redo" and inputs is None:
                     report = ResetReport("redo")  # no data to score neurons on yet
                 else:
+                    rng = _rng_state(entry.online)
                     report = self._run_op(op, entry, entry.online, layers, inputs)
                     if entry.target is not None and target_policy == "same":
+                        # The same fresh draw as the online network's (toward="random"): replay the RNG.
+                        _set_rng_state(entry.online, rng)
                         target_layers = layers_of(entry.target, layers) if layers is not None else None
                         self._run_op(op, entry, entry.target, target_layers, inputs)
+                    elif entry.target is not None and target_policy == "changed":
+                        copy_changed_(entry.online, entry.target, report.changed)
                 for key, value in report.summary().items():
                     if key == "seconds":
                         scalars[f"{entry.name}/{op}_seconds"] = value
@@ -467,8 +653,9 @@ class ResetScheduler:
         report = inject_plasticity(entry.online, "head", theta0=entry.theta0, toward=cfg.toward)
         if entry.target is not None:
             # The target gets the same (function-preserving) structure so that copies and EMAs line up parameter by
-            # parameter; its values come from the online network unless the target policy is "keep".
-            inject_plasticity(entry.target, "head", theta0=entry.theta0, toward="init")
+            # parameter, with its own weights as the frozen old head (official DQN); the "copy" policy then
+            # overwrites it with the online network.
+            inject_plasticity(entry.target, "head", theta0=entry.theta0, toward="init", measure=False)
         entry.injections += 1
         return report
 
@@ -486,14 +673,10 @@ class ResetScheduler:
                 zero_optimizer_state_(opt, changed.get(key, []))
 
     def _check_finite(self, entry: _Entry, when: str) -> None:
-        params = dict(entry.online.named_parameters())
-        if not params:
-            return
-        flags = torch.stack([torch.isfinite(p).all() for p in params.values()]).tolist()
-        bad = [n for n, ok in zip(params, flags) if not ok]
+        bad = nonfinite_parameters({entry.name: entry.online})
         if bad:
             what = "the network already held" if when == "before" else f"the {self.config.method} reset produced"
-            raise FloatingPointError(f"{what} NaN/Inf in network {entry.name!r}, parameter(s) {bad} ({when} the reset)")
+            raise FloatingPointError(f"{what} NaN/Inf in parameter(s) {bad} ({when} the reset)")
 
     def _log(self, event: ResetEvent) -> None:
         if self.log_fn is not None:
@@ -592,3 +775,14 @@ def layers_of(network: nn.Module, layers: dict[str, nn.Module]) -> dict[str, nn.
     """The layers of `network` with the same qualified names as `layers` (e.g. a target network's twins)."""
     modules = dict(network.named_modules())
     return {name: modules[name] for name in layers}
+
+
+@torch.no_grad()
+def copy_changed_(online: nn.Module, target: nn.Module, changed: list[nn.Parameter]) -> None:
+    """Copy the parameters of `online` listed in `changed` into the parameters of `target` with the same names; every
+    other target parameter keeps its value (the official DQN FIRE: target conv weights := the FIRE result, target
+    conv biases kept)."""
+    names = {id(p): n for n, p in online.named_parameters()}
+    twins = dict(target.named_parameters())
+    for p in changed:
+        twins[names[id(p)]].copy_(p)

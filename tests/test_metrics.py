@@ -445,9 +445,10 @@ def test_plasticity_metrics_agrees_with_the_single_metrics(dtype):
         {f"dfi/{n}" for n in layers}
         | {f"weight_norm/{n}" for n in layers}
         | {f"dormant/{n}" for n in acts}
-        | {"dfi_normalized_mean", "dormant", "srank", "feature_norm", "weight_norm"}
+        | {"dfi_normalized_mean", "dormant", "srank", "feature_norm", "weight_norm", "grad_norm"}
     )
     assert set(out) == expected_keys
+    assert math.isnan(out["grad_norm"]), "no parameter holds a gradient yet"
     assert all(isinstance(v, float) for v in out.values())
     modules = dict(net.named_modules())
     rel = 1e-5 if dtype == torch.float32 else 1e-12
@@ -466,6 +467,25 @@ def test_plasticity_metrics_agrees_with_the_single_metrics(dtype):
     assert out["feature_norm"] == pytest.approx(float(feature_norm(phi)), rel=rel)
     total = math.sqrt(sum(float(v) ** 2 for v in weight_norms(net).values()))
     assert out["weight_norm"] == pytest.approx(total, rel=rel)
+    net(x).square().mean().backward()
+    assert plasticity_metrics(net, x)["grad_norm"] == pytest.approx(float(grad_norm(net)), rel=rel)
+
+
+def test_plasticity_metrics_without_relu_and_with_another_dfi_scale():
+    """A SimBa network with no residual block has no ReLU (SAC with --actor-blocks 0): no dormant ratio (NaN), the
+    rest as usual; DfI follows the FIRE scale rule it is given."""
+    torch.manual_seed(14)
+    net = nn.Sequential(nn.Linear(6, 8), nn.LayerNorm(8), nn.Linear(8, 3))
+    out = plasticity_metrics(net, torch.randn(16, 6))
+    assert math.isnan(out["dormant"]) and not any(k.startswith("dormant/") for k in out)
+    assert out["srank"] >= 1 and math.isfinite(out["feature_norm"])
+    cnn = TinyQNet()
+    x = torch.rand(8, 4, 14, 14) * 255
+    iso = plasticity_metrics(cnn, x, dfi_scale="isometry")
+    assert iso["dfi/encoder.0"] == pytest.approx(float(dfi(cnn.encoder[0].weight, scale="isometry")), rel=1e-5)
+    assert iso["dfi/head.0"] == pytest.approx(plasticity_metrics(cnn, x)["dfi/head.0"], rel=1e-6)
+    with pytest.raises(ValueError, match="dfi_scale"):
+        plasticity_metrics(cnn, x, dfi_scale="bogus")
 
 
 def test_plasticity_metrics_syncs_once(monkeypatch):

@@ -188,10 +188,10 @@ def test_simba_inits(obs_dim, act_dim, hidden):
     torch.manual_seed(5)
     actor = SimbaActor(obs_dim, act_dim, hidden=hidden)
     critic = SimbaCritic(obs_dim, act_dim, hidden=hidden, num_blocks=2)
-    for net, out_splits in ((actor, (act_dim, act_dim)), (critic, (1,))):
+    for net, outputs in ((actor, (actor.head[-1].mean, actor.head[-1].log_std)), (critic, (critic.head[-1],))):
         _assert_orthogonal(net.encoder[0].weight)
-        for rows in net.head[-1].weight.split(list(out_splits)):
-            _assert_orthogonal(rows)
+        for out in outputs:  # the reference's output Dense layers, each orthogonal on its own
+            _assert_orthogonal(out.weight)
         for m in net.modules():
             if isinstance(m, nn.Linear):
                 assert torch.count_nonzero(m.bias) == 0
@@ -210,7 +210,7 @@ def test_actor_log_std_range_and_mapping(dtype):
     torch.manual_seed(6)
     actor = SimbaActor(8, 3, hidden=32, log_std_min=-5.0, log_std_max=1.0).to(dtype)
     with torch.no_grad():
-        actor.head[-1].weight.mul_(50.0)  # push raw outputs into tanh's saturated ends
+        actor.head[-1].log_std.weight.mul_(50.0)  # push raw outputs into tanh's saturated ends
     obs = 10 * torch.randn(64, 8, dtype=dtype)
     mean, log_std = actor(obs)
     assert mean.shape == log_std.shape == (64, 3) and mean.dtype == dtype
@@ -248,7 +248,7 @@ def test_actor_sample_stable_when_saturated():
     torch.manual_seed(8)
     actor = SimbaActor(4, 2, hidden=16).double()
     with torch.no_grad():
-        actor.head[-1].weight[:2].mul_(1e3)  # |mean| in the hundreds: tanh(u) == ±1 in floating point
+        actor.head[-1].mean.weight.mul_(1e3)  # |mean| in the hundreds: tanh(u) == ±1 in floating point
     _, log_prob, det = actor.sample(torch.randn(32, 4, dtype=torch.float64))
     assert torch.isfinite(log_prob).all()
     assert (det.abs() == 1).any()
@@ -266,8 +266,11 @@ def test_head_blocks_moves_last_block_into_head(cls):
     torch.manual_seed(10)
     plain = cls(9, 2, hidden=16, num_blocks=2)
     split = cls(9, 2, hidden=16, num_blocks=2, head_blocks=1)
-    assert [n for n in select_layers(split, roles=["head"])] == ["head.0.fc1", "head.0.fc2", "head.2"]
-    assert [n for n in select_layers(plain, roles=["head"])] == ["head.0"]
+    outputs = ["mean", "log_std"] if cls is SimbaActor else [""]
+    assert [n for n in select_layers(split, roles=["head"])] == ["head.0.fc1", "head.0.fc2"] + [
+        f"head.2.{o}".rstrip(".") for o in outputs
+    ]
+    assert [n for n in select_layers(plain, roles=["head"])] == [f"head.0.{o}".rstrip(".") for o in outputs]
     assert isinstance(split.head[1], nn.LayerNorm) and not isinstance(split.encoder[-1], nn.LayerNorm)
     renamed = {"encoder.2.": "head.0.", "encoder.3.": "head.1.", "head.0.": "head.2."}
     state = {}
@@ -305,9 +308,11 @@ def test_simba_init_weights_reproducible_and_fresh_draw(cls):
             assert not torch.equal(v, before[k]), k
         if "norm" in k or k.startswith("head.1"):  # LayerNorm back to scale 1, shift 0
             assert torch.all(v == (1.0 if k.endswith("weight") else 0.0)), k
-    draw = fresh_draw(net, ["encoder.0", "head.2"])
-    assert set(draw) == {"encoder.0.weight", "encoder.0.bias", "head.2.weight", "head.2.bias"}
+    out = "head.2.mean" if cls is SimbaActor else "head.2"
+    draw = fresh_draw(net, ["encoder.0", out])
+    assert set(draw) == {"encoder.0.weight", "encoder.0.bias", f"{out}.weight", f"{out}.bias"}
     _assert_orthogonal(draw["encoder.0.weight"])
+    _assert_orthogonal(draw[f"{out}.weight"])
 
 
 @pytest.mark.parametrize(

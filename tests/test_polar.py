@@ -87,11 +87,30 @@ def test_svd_method_is_exact(dtype, kind, orient):
     assert info.steps == 0 and info.rank == min(w.shape) and info.residual <= 1e3 * torch.finfo(dtype).eps
 
 
+@pytest.mark.parametrize("shape", [(64, 64), (256, 128), (128, 512)])
+def test_svd_method_is_float64_accurate_on_six_decades(shape):
+    """Item 11: ``"svd"`` is exact for a float32 weight whose singular values span six decades (1 … 1.5e-6, just above
+    the rank rule's 10·ε₃₂·σ_max ≈ 1.2e-6): against scipy.linalg.polar of the same float32 entries in float64, the
+    error is float32 rounding of the result (measured ~1.5e-8); the float32 SVD used before was off by 3e-3 … 8e-3."""
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    m, n = shape
+    k = min(m, n)
+    g = torch.Generator().manual_seed(k)
+    u = torch.linalg.qr(torch.randn(m, k, generator=g, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(n, k, generator=g, dtype=torch.float64))[0]
+    w = ((u * torch.logspace(0, math.log10(1.5e-6), k, dtype=torch.float64)) @ v.T).float()
+    exact = w.double().numpy()
+    reference = scipy_linalg.polar(exact)[0] if m >= n else scipy_linalg.polar(exact.T)[0].T  # U Vᵀ
+    q, info = polar_with_info(w, method="svd")
+    assert q.dtype == torch.float32 and info.rank == k
+    assert np.abs(q.double().numpy() - reference).max() <= 1e-6
+
+
 def test_polar_express_needs_fewer_steps_than_cubic():
     w = make_matrix("ill", (32, 32), torch.float32, seed=5)
     _, cubic = polar_with_info(w, method="newton_schulz", tol=1e-3, check_every=1)
     _, quintic = polar_with_info(w, method="polar_express", tol=1e-3, check_every=1)
-    # DESIGN 3.1: four decades take ~11 Polar Express steps and ~30 cubic ones.
+    # Four decades take ~11 Polar Express steps and ~30 cubic ones (fire_rl.polar.polar's docstring).
     assert quintic.steps <= 13 and cubic.steps >= 25
 
 
@@ -140,7 +159,7 @@ def test_reported_residual_is_the_true_one(dtype, orient):
     assert info.steps == 10 and info.converged is None
     assert info.residual == pytest.approx(true_residual(q), abs={torch.float32: 2e-6, torch.float64: 1e-13}[dtype])
     if orient == "square":
-        assert info.residual > 0.5  # 10 steps leave a square Gaussian far from orthogonal (DESIGN 3.1)
+        assert info.residual > 0.5  # 10 steps leave a square Gaussian far from orthogonal
 
 
 def test_ten_steps_leave_512_square_unconverged():

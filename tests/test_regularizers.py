@@ -3,12 +3,14 @@ default parameter/layer selections, and bad input."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from fire_rl.networks import QNetwork, SimbaCritic
-from fire_rl.regularizers import l2_init_loss, parseval_layers, parseval_loss
+from fire_rl.regularizers import Regularizer, l2_init_loss, parseval_layers, parseval_loss
 from fire_rl.resets import capture_theta0
 
 
@@ -150,3 +152,20 @@ def test_bad_input():
         parseval_loss(nn.Sequential(nn.Linear(3, 2)))
     with pytest.raises(ValueError, match="not a module"):
         parseval_loss(net, layers=["nope"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"swr_lambda": math.nan}, "swr_lambda"),
+        ({"swr_lambda": 1.5}, "swr_lambda"),
+        ({"l2init_lambda": math.inf}, "l2init_lambda"),
+        ({"l2init_lambda": -1e-3}, "l2init_lambda"),
+        ({"parseval_lambda": math.nan}, "parseval_lambda"),
+        ({"parseval_s": 0.0}, "parseval_s"),
+        ({"parseval_s": math.inf}, "parseval_s"),
+    ],
+)
+def test_regularizer_refuses_a_non_finite_or_out_of_range_coefficient(kwargs, name):
+    with pytest.raises(ValueError, match=f"{name} must"):
+        Regularizer("swr", **kwargs)

@@ -27,7 +27,7 @@ from fire_rl.resets import (
 
 
 class NatureCNN(nn.Module):
-    """Nature-CNN Q-network (DESIGN 5), built here so that these tests do not depend on `fire_rl.networks`."""
+    """Nature-CNN Q-network (Mnih et al. 2015), built here so that these tests do not depend on `fire_rl.networks`."""
 
     def __init__(self, n_actions: int = 6) -> None:
         super().__init__()
@@ -106,7 +106,7 @@ def cnn() -> NatureCNN:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("scale", ["muon", "none"])
+@pytest.mark.parametrize("scale", ["muon", "isometry", "none"])
 def test_fire_conv_rule_against_svd(cnn, scale, device):
     cnn.to(device)
     before = {k: v.cpu() for k, v in snapshot(cnn).items()}
@@ -115,9 +115,10 @@ def test_fire_conv_rule_against_svd(cnn, scale, device):
     cnn.cpu()
     for name, conv in layers.items():
         w_old, w_new = before[f"{name}.weight"], conv.weight.detach()
-        c = fire_scale(w_old.shape) if scale == "muon" else 1.0
+        c = fire_scale(w_old.shape, scale)
         c_out, c_in, kh, kw = w_old.shape
-        assert c == (math.sqrt(c_out / c_in) / (kh * kw) if scale == "muon" else 1.0)
+        rule = {"muon": kh * kw, "isometry": math.sqrt(kh * kw)}
+        assert c == (math.sqrt(c_out / c_in) / rule[scale] if scale in rule else 1.0)
         for i in range(kh):
             for j in range(kw):
                 expected = c * svd_polar(w_old[:, :, i, j])
@@ -130,6 +131,90 @@ def test_fire_conv_rule_against_svd(cnn, scale, device):
         if not (n.startswith("encoder") and n.endswith("weight")):
             assert torch.equal(p, before[n]), n
     assert [id(p) for p in report.changed] == [id(m.weight) for m in layers.values()]
+
+
+def _trained_like(c_out: int, c_in: int, k: int, gen: torch.Generator) -> torch.Tensor:
+    """A smooth kernel: one (C_out × C_in) pattern under a positive spatial profile, plus 5% noise, so that the
+    positions' slices (and their polar factors) are strongly aligned, as in trained convs."""
+    base = torch.randn(c_out, c_in, 1, 1, generator=gen)
+    ramp = torch.linspace(0.5, 1.5, k)
+    profile = (ramp.view(k, 1) * ramp.flip(0).view(1, k)).view(1, 1, k, k)
+    return base * profile + 0.05 * torch.randn(c_out, c_in, k, k, generator=gen)
+
+
+@pytest.mark.parametrize(
+    ("c_out", "c_in", "k"),
+    [(32, 64, 3), (64, 64, 3), (32, 4, 8), (64, 32, 4), (64, 2, 2), (48, 3, 2)],
+    ids=["Cout<Cin", "Cout=Cin", "nature-conv1", "nature-conv2", "Cout>Cin*P", "Cout>Cin*P-b"],
+)
+@pytest.mark.parametrize("kernel", ["random", "trained-like"])
+def test_fire_isometry_scale_singular_values_of_the_unfolded_conv(c_out, c_in, k, kernel):
+    """Item 12: with ``scale="isometry"`` the unfolded conv W_u (C_out × C_in·k·k) has the singular values derived in
+    `fire_scale`: all √(C_out/C_in) when C_out ≤ C_in; RMS 1 and σ_max ≤ √(C_out/C_in) when C_in < C_out < C_in·P;
+    RMS √(C_out/(C_in·P)) when C_out ≥ C_in·P (P = k·k). ``"muon"`` is the same divided by √P.
+
+    Tolerance: the slices come from the exact (float64 SVD) polar factor stored in float32, so each slice's singular
+    values are 1 within the reported residual r (~1e-7); every identity above is a sum of the slices' Gram matrices,
+    off by a relative 2r at most, plus the float32 SVD of W_u (~1e-6 relative): 1e-5 covers both with margin."""
+    gen = torch.Generator().manual_seed(c_out * 1000 + c_in * 10 + k)
+    weight = torch.randn(c_out, c_in, k, k, generator=gen) if kernel == "random" else _trained_like(c_out, c_in, k, gen)
+    P = k * k
+    results = {}
+    for scale in ("isometry", "muon"):
+        conv = nn.Conv2d(c_in, c_out, k)
+        with torch.no_grad():
+            conv.weight.copy_(weight)
+        report = fire_(nn.Sequential(conv), ["0"], method="svd", scale=scale)
+        assert report.layers[0].residual < 1e-5
+        sigma = torch.linalg.svdvals(conv.weight.detach().double().reshape(c_out, -1))  # s = min(C_out, C_in·P)
+        results[scale] = sigma
+    sigma = results["isometry"]
+    rms = float(sigma.square().mean().sqrt())
+    tol = 1e-5
+    if c_out <= c_in:
+        torch.testing.assert_close(sigma, torch.full_like(sigma, math.sqrt(c_out / c_in)), atol=0, rtol=tol)
+    elif c_out < c_in * P:
+        assert rms == pytest.approx(1.0, rel=tol)
+        assert float(sigma.max()) <= math.sqrt(c_out / c_in) * (1 + tol)
+        if kernel == "trained-like":  # aligned slices: the energy sits in C_in directions, near c·√P each
+            assert float(sigma[c_in - 1]) > 0.9 * math.sqrt(c_out / c_in) and float(sigma[c_in]) < 0.5
+    else:
+        assert rms == pytest.approx(math.sqrt(c_out / (c_in * P)), rel=tol)
+        assert float(sigma.max()) <= math.sqrt(c_out / c_in) * (1 + tol)
+    torch.testing.assert_close(results["muon"], sigma / math.sqrt(P), atol=1e-7, rtol=tol)
+
+
+def _strided_conv_gain(weight: torch.Tensor, stride: int, in_shape: tuple[int, int, int], iters: int = 100) -> float:
+    """Spectral norm of the strided convolution x ↦ conv2d(x, W) on inputs of `in_shape` (power iteration on AᵀA)."""
+    w = weight.detach().double()
+    x = torch.randn(1, *in_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for _ in range(iters):
+        y = torch.nn.functional.conv2d(x, w, stride=stride)
+        x = torch.nn.grad.conv2d_input(x.shape, w, y, stride=stride)
+        x = x / x.norm()
+    return float(torch.nn.functional.conv2d(x, w, stride=stride).norm())
+
+
+def test_fire_scale_muon_conv_operator_gains():
+    """Item 12: the official rule leaves the Nature CNN's strided convs with operator gains of about 0.22, 0.40 and
+    0.59 (spectral norm on the 84×84 input), against about 1 at PyTorch's default init; ``"isometry"`` multiplies
+    them by √(k·k) = 8, 4, 3."""
+    from fire_rl.networks import QNetwork
+
+    in_shapes = {"encoder.0": (4, 84, 84), "encoder.2": (32, 20, 20), "encoder.4": (64, 9, 9)}
+    gains = {}
+    for scale in ("init", "muon", "isometry"):
+        torch.manual_seed(0)
+        net = QNetwork(6)
+        convs = select_layers(net, kinds=["conv"])
+        if scale != "init":
+            fire_(net, convs, scale=scale, measure=False)
+        gains[scale] = [_strided_conv_gain(m.weight, m.stride[0], in_shapes[n]) for n, m in convs.items()]
+    assert all(0.9 < g < 1.25 for g in gains["init"]), gains["init"]
+    for g, expected in zip(gains["muon"], (0.22, 0.40, 0.59), strict=True):
+        assert g == pytest.approx(expected, abs=0.02), gains["muon"]
+    for g_iso, g_muon, k in zip(gains["isometry"], gains["muon"], (8, 4, 3), strict=True):
+        assert g_iso == pytest.approx(k * g_muon, rel=1e-3)
 
 
 def test_fire_newton_schulz_equals_per_position_loop(cnn):
@@ -185,25 +270,30 @@ def test_fire_whole_nature_cnn_paper_default(cnn):
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.2, 0.8, 1.0])
-@pytest.mark.parametrize("include_bias", [True, False])
-def test_shrink_perturb_toward_init(alpha, include_bias):
+@pytest.mark.parametrize("kinds", [None, ["linear", "norm"]])
+def test_shrink_perturb_toward_init(alpha, kinds):
     torch.manual_seed(2)
     net = NormMLP()
     theta0 = capture_theta0(net)
     perturb_(net)
     before = snapshot(net)
-    layers = select_layers(net, roles=["encoder"])
-    report = shrink_perturb_(net, layers, theta0, alpha=alpha, include_bias=include_bias)
+    layers = select_layers(net, kinds=kinds, roles=["encoder"])
+    assert any(isinstance(m, nn.LayerNorm) for m in layers.values()) == (kinds is not None)
+    report = shrink_perturb_(net, layers, theta0, alpha=alpha)
     for n, p in net.named_parameters():
         layer, pname = n.rsplit(".", 1)
-        if layer in layers and (pname == "weight" or include_bias):
-            torch.testing.assert_close(p, alpha * before[n] + (1 - alpha) * theta0[n], atol=1e-7, rtol=0)
+        if layer in layers:
+            torch.testing.assert_close(p, alpha * before[n] + (1 - alpha) * theta0[n], atol=1e-7, rtol=3e-7)
         else:
             assert torch.equal(p, before[n]), n
     if alpha == 1.0:
         assert all(torch.equal(p, before[n]) for n, p in net.named_parameters())
-    expected_changed = [m.weight for m in layers.values()] + ([m.bias for m in layers.values()] if include_bias else [])
+    if alpha == 0.0:  # a full reset: θ₀ exactly
+        assert all(torch.equal(p, theta0[n]) for n, p in net.named_parameters() if n.rsplit(".", 1)[0] in layers)
+    expected_changed = [p for m in layers.values() for p in m.parameters()]
     assert {id(p) for p in report.changed} == {id(p) for p in expected_changed}
+    norm_reports = [lr for lr in report.layers if isinstance(layers[lr.name], nn.LayerNorm)]
+    assert all(math.isnan(lr.dfi_before) and math.isfinite(lr.sfe) for lr in norm_reports)
 
 
 def test_shrink_perturb_toward_random_is_seeded():
@@ -284,7 +374,6 @@ def test_injection_preserves_output_and_routes_gradients(cnn):
     for pname, p in cnn.head.new.named_parameters():
         assert torch.equal(p, theta0[f"head.{pname}"])
         assert torch.equal(dict(cnn.head.new_frozen.named_parameters())[pname], p)
-    assert {id(p) for p in report.new_params} == {id(p) for p in cnn.head.new.parameters()}
     assert report.changed == [] and [lr.name for lr in report.layers] == ["head.new.0", "head.new.2"]
 
     cnn(x).square().sum().backward()

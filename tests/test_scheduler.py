@@ -1,6 +1,7 @@
 """The reset scheduler on real networks and real optimizers: timing, recipes, targets, optimizer state, checkpoints."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -53,7 +54,9 @@ def test_events_fire_once_when_crossed(jump):
 
 
 def test_schedule_window_and_validation():
-    assert ResetConfig(method="fire", every=100, start=250, stop=500).points(1000) == [300, 400, 500]
+    sched = ResetScheduler(ResetConfig(method="full", recipe="custom", every=100, start=250, stop=500))
+    sched.add_network("q", QNetwork(4))
+    assert [s for s in range(0, 1001, 50) if sched.step(s, s) is not None] == [300, 400, 500]
     with pytest.raises(ValueError, match="beyond total_timesteps"):
         ResetScheduler(ResetConfig(method="fire", at=(2000,)), total_steps=1000)
     for bad, match in [
@@ -91,8 +94,9 @@ def test_paper_dqn_fire_recipe():
             assert torch.equal(m.weight, theta0[f"{name}.weight"]) and torch.equal(m.bias, theta0[f"{name}.bias"])
     for n, b in conv_biases.items():
         assert torch.equal(dict(q.named_parameters())[n], b), "FIRE leaves biases alone"
-    for a, b in zip(q.state_dict().values(), target.state_dict().values()):
-        assert torch.equal(a, b), "target := online after the reset"
+    for (n, a), b in zip(q.state_dict().items(), target.state_dict().values()):
+        if not (n.startswith("encoder") and n.endswith("bias")):
+            assert torch.equal(a, b), f"target {n} := online after the reset"
     for p in q.parameters():
         assert torch.equal(opt.state[p]["exp_avg"], moments_before[id(p)]), "paper-dqn keeps Adam's state"
 
@@ -134,7 +138,7 @@ def test_rebuild_and_same_target_policies():
 
 
 def test_plasticity_injection_through_scheduler():
-    q, target, opt, sched = make_dqn("pi")
+    q, target, opt, sched = make_dqn("pi", recipe="custom")
     train_steps(q, opt)
     x = torch.randint(0, 256, (16, 4, 84, 84), dtype=torch.uint8)
     with torch.no_grad():
@@ -144,7 +148,8 @@ def test_plasticity_injection_through_scheduler():
     assert isinstance(q.head, InjectedHead) and isinstance(target.head, InjectedHead)
     with torch.no_grad():
         torch.testing.assert_close(q(x), before, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(target(x), q(x))
+        torch.testing.assert_close(target(x), q(x))  # custom: target := online
+    assert all(len(opt.state[p]) for p in q.encoder.parameters()), "custom keeps the encoder's Adam moments"
     trainable = [p for p in q.parameters() if p.requires_grad]
     assert sum(p.numel() for p in trainable) == n_trainable
     assert {id(p) for p in opt.param_groups[0]["params"]} == {id(p) for p in trainable}
@@ -220,3 +225,135 @@ def test_theta0_is_captured_at_registration():
     sched.add_network("q", q)
     for k, v in theta0.items():
         assert torch.equal(sched.theta0("q")[k], v)
+
+
+# ---- every selection resolves at start-up ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cfg", "needles"),
+    [
+        (dict(recipe="custom", kinds=("lstm",)), ["kinds", "--reset-kinds", "lstm", "linear", "conv", "norm"]),
+        (dict(recipe="custom", roles=("bogus",)), ["--reset-roles", "bogus", "encoder", "head"]),
+        (dict(recipe="paper-dqn", kinds=("conv",)), ["--reset-kinds", "custom"]),
+        (dict(method="pi", recipe="custom", roles=("head",)), ["--reset-roles", "do not apply"]),
+        (dict(method="redo", recipe="custom", names=("head.*",)), ["--reset-names", "do not apply"]),
+        (dict(recipe="custom", kinds=("norm",)), ["norm", "sp and full"]),
+        (dict(method="sp", sp_alpha=math.nan), ["sp_alpha=nan", "--sp-alpha"]),
+        (dict(method="sp", sp_alpha=-0.1), ["sp_alpha=-0.1"]),
+        (dict(method="redo", redo_tau=math.inf), ["redo_tau=inf", "--redo-tau"]),
+        (dict(method="redo", redo_tau=-1.0), ["redo_tau=-1.0"]),
+        (dict(ns_tol=math.nan), ["ns_tol=nan", "--ns-tol"]),
+        (dict(ns_tol=0.0), ["ns_tol=0.0"]),
+        (dict(ns_steps=0), ["ns_steps=0", "--ns-steps"]),
+        (dict(fire_scale="iso"), ["fire_scale='iso'", "isometry"]),
+        (dict(every=-5, at=()), ["every=-5", "--reset-every"]),
+        (dict(start=10, stop=5), ["stop=5", "--reset-stop"]),
+    ],
+)
+def test_config_refuses_bad_values_naming_them(cfg, needles):
+    cfg = {"method": "fire", "at": (10,), **cfg}
+    with pytest.raises(ValueError) as info:
+        ResetConfig(**cfg)
+    for needle in needles:
+        assert needle in str(info.value), (needle, str(info.value))
+
+
+def sac_networks(blocks: int = 1, hidden: int = 16):
+    torch.manual_seed(0)
+    actor = SimbaActor(6, 2, hidden=hidden, num_blocks=blocks)
+    qf1, qf2 = SimbaCritic(6, 2, hidden=hidden, num_blocks=blocks), SimbaCritic(6, 2, hidden=hidden, num_blocks=blocks)
+    targets = (SimbaCritic(6, 2, hidden=hidden, num_blocks=blocks), SimbaCritic(6, 2, hidden=hidden, num_blocks=blocks))
+    for t, q in zip(targets, (qf1, qf2), strict=True):
+        t.load_state_dict(q.state_dict())
+    return actor, qf1, qf2, targets
+
+
+def sac_scheduler(cfg: ResetConfig, blocks: int = 1):
+    actor, qf1, qf2, (qf1_t, qf2_t) = sac_networks(blocks)
+    obs, act = torch.randn(32, 6), torch.rand(32, 2) * 2 - 1
+    sched = ResetScheduler(cfg)
+    sched.add_network("actor", actor, optimizer=torch.optim.AdamW(actor.parameters()), probe=lambda: (obs,))
+    q_opt = torch.optim.AdamW([*qf1.parameters(), *qf2.parameters()])
+    sched.add_network("qf1", qf1, target=qf1_t, optimizer=q_opt, probe=lambda: (obs, act))
+    sched.add_network("qf2", qf2, target=qf2_t, optimizer=q_opt, probe=lambda: (obs, act))
+    log_alpha = torch.zeros((), requires_grad=True)
+    sched.add_temperature(log_alpha, torch.optim.AdamW([log_alpha]))
+    return sched, (actor, qf1, qf2), (obs, act)
+
+
+@pytest.mark.parametrize(
+    ("agent", "cfg", "needle"),
+    [
+        ("dqn", dict(kinds=("norm",), method="sp"), "--reset-kinds norm selects no layer of network 'q'"),
+        ("sac", dict(kinds=("conv",)), "--reset-kinds conv selects no layer of network 'actor'"),
+        ("dqn", dict(names=("nonexistent.*",)), "--reset-names 'nonexistent.*' matches no layer of network 'q'"),
+        ("dqn", dict(kinds=("conv",), roles=("head",)), "--reset-kinds conv --reset-roles head together select no"),
+        ("sac", dict(names=("encoder.2.*",)), "--reset-names 'encoder.2.*' matches no layer of network 'actor'"),
+    ],
+)
+def test_check_refuses_a_selection_that_selects_no_layer(agent, cfg, needle):
+    """Issue 15: these used to train, write checkpoints, and raise at the first reset step."""
+    cfg = ResetConfig(**{"method": "fire", "recipe": "custom", "at": (100,), **cfg})
+    if agent == "dqn":
+        sched = ResetScheduler(cfg)
+        sched.add_network("q", QNetwork(4))
+    else:
+        sched, _, _ = sac_scheduler(cfg)
+    with pytest.raises(ValueError, match="its layers: ") as info:
+        sched.check()
+    assert needle in str(info.value)
+
+
+@pytest.mark.parametrize("method", ["fire", "sp", "full", "pi", "redo"])
+@pytest.mark.parametrize("recipe", ["paper", "custom"])
+def test_check_accepts_every_recipe_on_the_agents_networks(method, recipe):
+    q, _, _, sched = make_dqn(method, recipe="paper-dqn" if recipe == "paper" else "custom")
+    sched.check()
+    cfg = ResetConfig(method=method, recipe="paper-sac" if recipe == "paper" else "custom", at=(10,))
+    sac, _, _ = sac_scheduler(cfg)
+    sac.check()
+    assert ResetScheduler(ResetConfig()).check() is None, "no method: nothing to check"
+
+
+def test_sac_without_residual_blocks():
+    """--actor-blocks 0 --critic-blocks 0: the networks have no ReLU, which made the metrics around every reset raise
+    (plasticity_metrics' dormant ratio) at the reset step. Now FIRE, S&P, full and injection run (dormant ratio NaN),
+    and ReDo, which has nothing to recycle, is refused at start-up."""
+    for method in ("pi", "fire", "sp", "full"):
+        sched, nets, (obs, act) = sac_scheduler(ResetConfig(method=method, recipe="paper-sac", at=(10,)), blocks=0)
+        sched.check()
+        event = sched.step(10, 20)
+        assert event is not None and math.isnan(event.scalars["actor/dormant_before"])
+        assert math.isfinite(event.scalars["qf1/srank_after"])
+        nets[0].sample(obs)
+    sched, _, _ = sac_scheduler(ResetConfig(method="redo", recipe="paper-sac", at=(10,)), blocks=0)
+    with pytest.raises(ValueError, match="--reset redo: network 'actor' .* no nn.ReLU"):
+        sched.check()
+
+
+def test_check_refuses_a_rebuild_of_a_multi_group_optimizer():
+    q = QNetwork(4)
+    opt = torch.optim.Adam([{"params": q.encoder.parameters()}, {"params": q.head.parameters(), "lr": 1e-5}])
+    sched = ResetScheduler(ResetConfig(method="fire", recipe="paper-sac", at=(10,)))
+    sched.add_network("q", q, optimizer=opt)
+    with pytest.raises(ValueError, match="2 parameter groups"):
+        sched.check()
+
+
+@pytest.mark.parametrize("method", ["full", "sp"])
+def test_same_target_policy_replays_the_online_fresh_draw(method):
+    """paper-dqn applies S&P and full resets to the target's own weights; toward a fresh draw, the target gets the
+    online network's draw (a full reset leaves the two equal)."""
+    q, target, opt, sched = make_dqn(method, toward="random", sp_alpha=0.5)
+    train_steps(q, opt)
+    target_before = {k: v.clone() for k, v in target.state_dict().items()}
+    online_before = {k: v.clone() for k, v in q.state_dict().items()}
+    sched.apply(100, 0)
+    for k, v in q.state_dict().items():
+        if method == "full":
+            assert torch.equal(target.state_dict()[k], v), k
+        elif k.startswith("encoder"):  # θ_new = 2·θ − θ_old for α = 0.5, the same draw on both sides
+            torch.testing.assert_close(
+                2 * target.state_dict()[k] - target_before[k], 2 * v - online_before[k], atol=1e-6, rtol=1e-5
+            )

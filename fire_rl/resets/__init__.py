@@ -1,4 +1,4 @@
-"""Weight-reset methods (DESIGN 3): FIRE, Shrink & Perturb, full reset, plasticity injection, and what they share.
+"""Weight-reset methods: FIRE, Shrink & Perturb, full reset, plasticity injection, ReDo, and what they share.
 
 Every method acts in place on an explicit set of layers (`select_layers`), leaves targets and optimizers to the
 scheduler, and returns a `ResetReport`. The polar-factor kernel lives in `fire_rl.polar` and is re-exported here.
@@ -6,12 +6,14 @@ scheduler, and returns a `ResetReport`. The polar-factor kernel lives in `fire_r
 
 from fire_rl.polar import PolarInfo, polar, polar_with_info
 from fire_rl.resets.common import (
+    KINDS,
+    NORM_TYPES,
+    ROLES,
     LayerReport,
     ResetReport,
     capture_theta0,
     fresh_draw,
     resolve_layers,
-    restore_theta0,
     select_layers,
 )
 from fire_rl.resets.fire import fire_
@@ -27,6 +29,9 @@ from fire_rl.resets.redo import NeuronPair, find_neuron_pairs, redo_
 from fire_rl.resets.shrink_perturb import shrink_perturb_
 
 __all__ = [
+    "KINDS",
+    "NORM_TYPES",
+    "ROLES",
     "InjectedHead",
     "LayerReport",
     "NeuronPair",
@@ -44,7 +49,6 @@ __all__ = [
     "rebuild_injections",
     "redo_",
     "resolve_layers",
-    "restore_theta0",
     "select_layers",
     "shrink_perturb_",
     "state_dict_injection_depth",

@@ -1,6 +1,7 @@
 """What every reset method shares: layer selection, the initial parameters θ₀, fresh draws, and the reset report.
 
-A network's *layers* are its `nn.Linear` and `nn.Conv2d` modules (kind ``"linear"`` / ``"conv"``), addressed by their
+A network's *layers* are its `nn.Linear` and `nn.Conv2d` modules (kind ``"linear"`` / ``"conv"``) and, when asked for
+by kind, its normalisation layers with learned affine parameters (kind ``"norm"``: `NORM_TYPES`), addressed by their
 qualified names from `named_modules()`. A *role* is a top-level child: the networks of `fire_rl.networks` put their
 feature extractor under ``encoder`` and their output layers under ``head``, so role ``"head"`` selects every layer whose
 name starts with ``"head."``.
@@ -19,21 +20,36 @@ from torch import nn
 
 from fire_rl.metrics import dfi, relative_sfe, sfe
 
-KINDS = {"linear": nn.Linear, "conv": nn.Conv2d}
+# Normalisation layers whose output scale does not depend on their input scale; their affine γ (``weight``) and β
+# (``bias``) are what Shrink & Perturb, full resets and SWR act on.
+NORM_TYPES: tuple[type[nn.Module], ...] = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+KINDS: dict[str, tuple[type[nn.Module], ...]] = {"linear": (nn.Linear,), "conv": (nn.Conv2d,), "norm": NORM_TYPES}
+# The layers whose weight is a matrix (or a stack of them): what FIRE, ReDo, DfI and Parseval act on.
+MATRIX_KINDS = ("linear", "conv")
 ROLES = ("encoder", "head")
 
 
 def layer_kind(module: nn.Module) -> str | None:
-    """``"linear"`` for `nn.Linear`, ``"conv"`` for `nn.Conv2d`, else None."""
-    for kind, cls in KINDS.items():
-        if isinstance(module, cls):
-            return kind
+    """``"linear"`` for `nn.Linear`, ``"conv"`` for `nn.Conv2d`, ``"norm"`` for a normalisation layer with a learned
+    affine scale (`NORM_TYPES`), else None."""
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, nn.Conv2d):
+        return "conv"
+    if isinstance(module, NORM_TYPES) and getattr(module, "weight", None) is not None:
+        return "norm"
     return None
 
 
-def all_layers(network: nn.Module) -> dict[str, nn.Module]:
-    """Every Linear and Conv2d of `network`, by qualified name, in registration order."""
-    return {name: m for name, m in network.named_modules() if layer_kind(m) is not None}
+def all_layers(network: nn.Module, kinds: Sequence[str] = MATRIX_KINDS) -> dict[str, nn.Module]:
+    """Every layer of `network` of the given kinds (default: every Linear and Conv2d), by qualified name, in
+    registration order."""
+    return {name: m for name, m in network.named_modules() if layer_kind(m) in kinds}
+
+
+def _available(network: nn.Module) -> str:
+    layers = all_layers(network, tuple(KINDS))
+    return ", ".join(f"{n} ({layer_kind(m)})" for n, m in layers.items()) or "none"
 
 
 def select_layers(
@@ -46,25 +62,24 @@ def select_layers(
 
     Args:
         network: the network to search.
-        kinds: keep layers of these kinds (``"linear"``, ``"conv"``); None keeps both.
+        kinds: keep layers of these kinds (``"linear"``, ``"conv"``, ``"norm"``); None keeps Linear and Conv2d layers
+            (normalisation layers only when ``"norm"`` is asked for: FIRE and ReDo act on matrices).
         roles: keep layers under these top-level children (``"encoder"``, ``"head"``); None keeps all.
         names: keep layers whose qualified name matches one of these `fnmatch` patterns (``"encoder.*"``, ``"head.0"``);
-            None keeps all. Every pattern must match at least one layer.
+            None keeps all. Every pattern must match at least one layer of any kind.
 
     Returns:
         ``{qualified_name: module}`` in registration order; the three filters are intersected.
 
     Raises:
-        ValueError: an unknown kind or role, a pattern that matches no layer, or a selection that is empty; the message
-            lists the available layers.
+        ValueError: an unknown kind or role, a role the network has no child for, a pattern that matches no layer, or
+            a selection that is empty; the message lists the available layers.
     """
-    layers = all_layers(network)
-    available = ", ".join(f"{n} ({layer_kind(m)})" for n, m in layers.items()) or "none"
     if kinds is not None:
         bad = [k for k in kinds if k not in KINDS]
         if bad:
-            raise ValueError(f"unknown layer kind(s) {bad}; allowed: {sorted(KINDS)}")
-        layers = {n: m for n, m in layers.items() if layer_kind(m) in kinds}
+            raise ValueError(f"unknown layer kind(s) {bad}; allowed: {list(KINDS)}")
+    layers = all_layers(network, MATRIX_KINDS if kinds is None else tuple(kinds))
     if roles is not None:
         bad = [r for r in roles if r not in ROLES]
         if bad:
@@ -73,17 +88,21 @@ def select_layers(
         if missing:
             raise ValueError(
                 f"network {type(network).__name__} has no child module named {missing}; roles need top-level children "
-                f"named {list(ROLES)}; available layers: {available}"
+                f"named {list(ROLES)}; available layers: {_available(network)}"
             )
         layers = {n: m for n, m in layers.items() if n.split(".")[0] in roles}
     if names is not None:
+        every = all_layers(network, tuple(KINDS))
         for pattern in names:
-            if not any(fnmatch.fnmatchcase(n, pattern) for n in all_layers(network)):
-                raise ValueError(f"layer name pattern {pattern!r} matches no layer; available layers: {available}")
+            if not any(fnmatch.fnmatchcase(n, pattern) for n in every):
+                raise ValueError(
+                    f"layer name pattern {pattern!r} matches no layer; available layers: {_available(network)}"
+                )
         layers = {n: m for n, m in layers.items() if any(fnmatch.fnmatchcase(n, p) for p in names)}
     if not layers:
         raise ValueError(
-            f"layer selection kinds={kinds} roles={roles} names={names} matches no layer; available layers: {available}"
+            f"layer selection kinds={kinds} roles={roles} names={names} matches no layer; available layers: "
+            f"{_available(network)}"
         )
     return layers
 
@@ -92,25 +111,9 @@ def capture_theta0(network: nn.Module) -> dict[str, torch.Tensor]:
     """θ₀: a detached clone of every parameter of `network`, by `named_parameters()` name.
 
     Capture it once, right after construction and initialisation; it is a plain dict of tensors, so it goes into a
-    checkpoint as it is and comes back with `restore_theta0`.
+    checkpoint as it is.
     """
     return {name: p.detach().clone() for name, p in network.named_parameters()}
-
-
-def restore_theta0(theta0: dict[str, torch.Tensor], network: nn.Module) -> dict[str, torch.Tensor]:
-    """Check a loaded θ₀ against `network` and move it to the network's devices.
-
-    Raises:
-        ValueError: a parameter name missing from θ₀, or a shape that differs.
-    """
-    out = {}
-    for name, p in network.named_parameters():
-        if name not in theta0:
-            raise ValueError(f"theta_0 has no entry for parameter {name!r}; it has {sorted(theta0)}")
-        if theta0[name].shape != p.shape:
-            raise ValueError(f"theta_0[{name!r}] has shape {tuple(theta0[name].shape)}, the network {tuple(p.shape)}")
-        out[name] = theta0[name].to(device=p.device, dtype=p.dtype)
-    return out
 
 
 def fresh_draw(network: nn.Module, layer_names: Iterable[str]) -> dict[str, torch.Tensor]:
@@ -147,9 +150,10 @@ class LayerReport:
     Attributes:
         name: qualified layer name.
         op: the operation applied (``"fire"``, ``"sp"``, ``"full"``, ``"pi"``, ``"redo"``).
-        sfe: squared Frobenius error ‖W − W̃‖²_F of the weight (DESIGN 4).
+        sfe: squared Frobenius error ‖W − W̃‖²_F of the weight (FIRE, arXiv 2602.08040; `fire_rl.metrics.sfe`).
         rel_sfe: sfe / ‖W‖²_F.
-        dfi_before, dfi_after: deviation from isometry of the weight before and after (DESIGN 4).
+        dfi_before, dfi_after: deviation from isometry ‖WᵀW − I‖²_F of the weight (up to FIRE's scale) before and
+            after (`fire_rl.metrics.dfi`); NaN for a normalisation layer's γ, which is not a matrix.
         residual: max|σ − 1| of the polar factor FIRE used (FIRE only).
         seconds: wall time spent on this layer.
         recycled: number of neurons (units or conv channels) the layer recycled (ReDo only).
@@ -170,15 +174,14 @@ class LayerReport:
 class ResetReport:
     """What a reset did to a network: per-layer reports, total wall time, and the parameters whose values it changed.
 
-    `changed` lets the scheduler zero exactly those parameters' optimizer moments (``optimizer="reset-changed"``);
-    `new_params` holds parameters a method created (plasticity injection), which the optimizer must be rebuilt with.
+    `changed` lets the scheduler zero exactly those parameters' optimizer moments (``optimizer="reset-changed"``) and
+    copy exactly those into a target network (``target="changed"``).
     """
 
     method: str
     layers: list[LayerReport] = field(default_factory=list)
     seconds: float = 0.0
     changed: list[nn.Parameter] = field(default_factory=list, repr=False)
-    new_params: list[nn.Parameter] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict[str, float]:
         """Flat scalars for logging: ``{"<layer>/sfe": ..., "sfe_total": ..., "seconds": ...}``; NaNs are left out."""
@@ -194,13 +197,19 @@ class ResetReport:
         return out
 
 
-def resolve_layers(network: nn.Module, layers: dict[str, nn.Module] | Sequence[str] | str) -> dict[str, nn.Module]:
+def resolve_layers(
+    network: nn.Module,
+    layers: dict[str, nn.Module] | Sequence[str] | str,
+    kinds: Sequence[str] = MATRIX_KINDS,
+) -> dict[str, nn.Module]:
     """The layers a reset acts on, from `select_layers`' dict or from qualified names.
 
     Args:
         network: the network the layers belong to.
         layers: ``{name: module}`` as `select_layers` returns it, or a list of qualified layer names (a single name as a
             plain string is accepted too).
+        kinds: the layer kinds the caller can act on (default Linear and Conv2d; Shrink & Perturb and full resets also
+            take ``"norm"``).
 
     Returns:
         ``{qualified_name: module}`` in the order given.
@@ -208,7 +217,7 @@ def resolve_layers(network: nn.Module, layers: dict[str, nn.Module] | Sequence[s
     Raises:
         ValueError: an empty selection, a name that is not a module of `network` (the message lists the available
             layers), a dict entry whose module is not the network's module of that name (e.g. selected on another
-            network), or a module that is not an `nn.Linear` / `nn.Conv2d`.
+            network), or a module whose kind is not in `kinds`.
     """
     if isinstance(layers, str):
         layers = [layers]
@@ -223,12 +232,11 @@ def resolve_layers(network: nn.Module, layers: dict[str, nn.Module] | Sequence[s
     if not names:
         raise ValueError("layers is empty: a reset needs at least one layer")
     modules = dict(network.named_modules())
-    available = ", ".join(f"{n} ({layer_kind(m)})" for n, m in all_layers(network).items()) or "none"
     out: dict[str, nn.Module] = {}
     for name in names:
         if name not in modules:
             raise ValueError(
-                f"layer {name!r} is not a module of {type(network).__name__}; available layers: {available}"
+                f"layer {name!r} is not a module of {type(network).__name__}; available layers: {_available(network)}"
             )
         module = modules[name]
         if given is not None and given[name] is not module:
@@ -236,10 +244,11 @@ def resolve_layers(network: nn.Module, layers: dict[str, nn.Module] | Sequence[s
                 f"layers[{name!r}] is not the module of that name in {type(network).__name__}: was the selection made "
                 "on another network? Select on this one, or pass the names"
             )
-        if layer_kind(module) is None:
+        if layer_kind(module) not in kinds:
+            allowed = " and ".join(f"{k} ({', '.join(c.__name__ for c in KINDS[k])})" for k in kinds)
             raise ValueError(
-                f"layer {name!r} is a {type(module).__name__}; resets act on nn.Linear and nn.Conv2d layers only; "
-                f"available layers: {available}"
+                f"layer {name!r} is a {type(module).__name__}; this operation acts on {allowed} layers only; "
+                f"available layers: {_available(network)}"
             )
         out[name] = module
     return out
@@ -298,11 +307,13 @@ def layer_report(
     """A `LayerReport` with SFE, relative SFE and DfI before/after of one weight (`fire_rl.metrics`; one host sync).
 
     Args:
-        before, after: the weight before and after the reset, same shape (2-D or 4-D).
-        scale: the c of DfI = ‖G(W/c) − I‖²_F (`fire_rl.metrics.dfi`): ``"muon"`` (FIRE's scale) or ``"none"``.
+        before, after: the weight before and after the reset, same shape: 2-D or 4-D, or a normalisation layer's 1-D
+            γ (SFE only; its DfI is NaN).
+        scale: the c of DfI = ‖G(W/c) − I‖²_F (`fire_rl.metrics.dfi`): a rule of `fire_rl.polar.FIRE_SCALES`.
     """
-    err, rel = sfe(before, after), relative_sfe(before, after)
-    d_before, d_after = dfi(before, scale=scale), dfi(after, scale=scale)
-    values = torch.stack([v.to(torch.float64) for v in (err, rel, d_before, d_after)]).tolist()
-    fields = dict(zip(("sfe", "rel_sfe", "dfi_before", "dfi_after"), values, strict=True))
+    values = [sfe(before, after), relative_sfe(before, after)]
+    if before.dim() in (2, 4):
+        values += [dfi(before, scale=scale), dfi(after, scale=scale)]
+    floats = torch.stack([v.to(torch.float64) for v in values]).tolist() + [math.nan] * (4 - len(values))
+    fields = dict(zip(("sfe", "rel_sfe", "dfi_before", "dfi_after"), floats, strict=True))
     return LayerReport(name, op, **fields, residual=residual, seconds=seconds)

@@ -1,4 +1,5 @@
-"""Plasticity injection (Nikishin, Oh, Ostrovski, Lyle, Pascanu, Dabney, Barreto; NeurIPS 2023; DESIGN 3.4)."""
+"""Plasticity injection (Nikishin, Oh, Ostrovski, Lyle, Pascanu, Dabney, Barreto, "Deep Reinforcement Learning with
+Plasticity Injection", NeurIPS 2023)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from fire_rl.resets.common import (
+    MATRIX_KINDS,
     LayerReport,
     ResetReport,
     check_toward,
@@ -139,7 +141,7 @@ def inject_plasticity(
     toward: str = "init",
     measure: bool = True,
 ) -> ResetReport:
-    """Plasticity injection in place: ``network.<head>`` becomes an `InjectedHead` (Nikishin et al. 2023; DESIGN 3.4).
+    """Plasticity injection in place: ``network.<head>`` becomes an `InjectedHead` (Nikishin et al. 2023, Sec. 3).
 
     The trained head h_θ is frozen, and two copies of the original head architecture with identical new parameters θ′
     are added, one trainable (h_θ′) and one frozen (h_θ′₀): output h_θ(z) + h_θ′(z) − h_θ′₀(z). Predictions are
@@ -148,12 +150,14 @@ def inject_plasticity(
 
     What happens to:
         * the changed tensors: none changes value; the head module is replaced, the old head's parameters get
-          ``requires_grad=False`` and new parameters are created (`new_params`). Whoever holds the old head's
-          parameters (an optimizer) now holds frozen tensors.
-        * the target network: nothing; the scheduler injects it the same way (official FIRE DQN) or copies.
+          ``requires_grad=False`` and new parameters are created (``network.<head>.new``). Whoever holds the old
+          head's parameters (an optimizer) now holds frozen tensors.
+        * the target network: nothing; the scheduler injects it the same way, with its own weights as the frozen old
+          head (official FIRE DQN: github.com/isaac7778/FIRE @ c37a0ac, rl/dqn/cleanrl/dqn_atari_resume.py,
+          ``PlasticityInjectedQNetwork(old_q_network=target)``), or copies the online network.
         * the optimizer state: the optimizer MUST be rebuilt with the network's trainable parameters
-          (``[p for p in network.parameters() if p.requires_grad]``); the returned `new_params` are not in any
-          optimizer yet.
+          (``[p for p in network.parameters() if p.requires_grad]``); the new parameters are not in any optimizer
+          yet. The official DQN code builds a fresh Adam over them.
         * the RNG: ``toward="init"``: θ′ = θ₀ of the head (official FIRE DQN), no randomness; ``toward="random"``:
           θ′ = a fresh draw with the network's own init (`fresh_draw`, torch's global RNG).
 
@@ -172,7 +176,7 @@ def inject_plasticity(
             NaN; the report's `seconds` is the total). False: only the total time.
 
     Returns:
-        `ResetReport` with method ``"pi"``, `changed` empty and `new_params` = the new trainable parameters.
+        `ResetReport` with method ``"pi"`` and `changed` empty.
 
     Raises:
         ValueError: `head` not a submodule; unknown `toward`; ``toward="init"`` without θ₀ or with θ₀ lacking the
@@ -190,10 +194,10 @@ def inject_plasticity(
 
     start = time.perf_counter()
     injected = _inject(parent, attr, old, values)
-    report = ResetReport("pi", new_params=[p for p in injected.new.parameters() if p.requires_grad])
+    report = ResetReport("pi")
     trained = dict(template.named_modules())
     for name, module in injected.new.named_modules():
-        if layer_kind(module) is None:
+        if layer_kind(module) not in MATRIX_KINDS:
             continue
         qualified = f"{head}.new.{name}" if name else f"{head}.new"
         if measure:

@@ -1,5 +1,5 @@
 """ReDo: recycling dormant neurons (Sokar, Agarwal, Castro, Evci 2023, "The Dormant Neuron Phenomenon in Deep
-Reinforcement Learning", ICML; DESIGN 3.6 and 4).
+Reinforcement Learning", ICML 2023).
 
 Official code: github.com/google/dopamine @ 1dd1661, ``dopamine/labs/redo/weight_recyclers.py`` (``NeuronRecycler``).
 """
@@ -15,7 +15,14 @@ import torch
 from torch import nn
 
 from fire_rl.metrics import dormant_scores, probe_forward
-from fire_rl.resets.common import LayerReport, ResetReport, fresh_draw, layer_kind, resolve_layers
+from fire_rl.resets.common import (
+    MATRIX_KINDS,
+    LayerReport,
+    ResetReport,
+    fresh_draw,
+    layer_kind,
+    resolve_layers,
+)
 
 __all__ = ["NeuronPair", "find_neuron_pairs", "redo_"]
 
@@ -80,7 +87,7 @@ def _pair_of(index: int, calls: list[_Call], key: str, counts: dict[str, int]) -
     act = calls[index]
     x, h = _first_tensor(act.inputs), act.output
     producers = [c for c in calls[:index] if c.output is x]
-    if not producers or layer_kind(producers[-1].module) is None:
+    if not producers or layer_kind(producers[-1].module) not in MATRIX_KINDS:
         fed_by = f"the {type(producers[-1].module).__name__} {producers[-1].name!r}" if producers else "a functional op"
         raise ValueError(
             f"activation {key!r} is fed by {fed_by}, not directly by an nn.Linear/nn.Conv2d, so ReDo cannot tell "
@@ -111,7 +118,7 @@ def _pair_of(index: int, calls: list[_Call], key: str, counts: dict[str, int]) -
         )
     consumer, spatial = readers[0]
     module, n_units = consumer.module, h.shape[1]
-    if layer_kind(module) is None:
+    if layer_kind(module) not in MATRIX_KINDS:
         raise ValueError(f"activation {key!r} is read by the {type(module).__name__} {consumer.name!r}, not a layer")
     if counts[consumer.name] > 1:
         raise ValueError(f"layer {consumer.name!r} runs {counts[consumer.name]} times per forward (shared weights)")
@@ -205,7 +212,7 @@ def redo_(
     optimizer: torch.optim.Optimizer | None = None,
     layers: Mapping[str, nn.Module] | Sequence[str] | None = None,
 ) -> ResetReport:
-    """One ReDo recycling pass in place (Sokar et al. 2023, Algorithm 1; DESIGN 3.6).
+    """One ReDo recycling pass in place (Sokar et al. 2023, Algorithm 1).
 
     Scores sᵢ = E|hᵢ| / mean_j E|h_j| of every ReLU over the batch `inputs` (`fire_rl.metrics.dormant_scores`, eval
     mode). For each pair (producer, ReLU, consumer) found by `find_neuron_pairs` and each τ-dormant unit i

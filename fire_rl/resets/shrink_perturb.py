@@ -1,4 +1,5 @@
-"""Shrink & Perturb (Ash & Adams 2020; FIRE's "S&P" baseline, SR-SPR and BBF's resets; DESIGN 3.2)."""
+"""Shrink & Perturb (Ash & Adams 2020, "On Warm-Starting Neural Network Training", NeurIPS; FIRE's "S&P" baseline,
+SR-SPR's and BBF's resets), and the full reset as its α = 0 case (`fire_rl.resets.full`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from torch import nn
 
 from fire_rl.resets.common import (
+    KINDS,
     LayerReport,
     ResetReport,
     check_toward,
@@ -25,18 +27,23 @@ def shrink_perturb_(
     *,
     alpha: float,
     toward: str = "init",
-    include_bias: bool = True,
     measure: bool = True,
+    op: str = "sp",
 ) -> ResetReport:
-    """Shrink & Perturb in place: θ ← α·θ + (1 − α)·θ_new for the parameters of the selected layers (DESIGN 3.2).
+    """Shrink & Perturb in place: θ ← α·θ + (1 − α)·θ_new for every parameter of the selected layers.
 
-    α is the fraction of the trained parameters KEPT: α = 1 changes nothing, α = 0 is a full reset to θ_new. Papers
-    differ in convention; their settings in this one: FIRE's S&P baseline α = 0.2 toward θ₀ (``toward="init"``),
-    SR-SPR α = 0.8 and BBF α = 0.5 toward a fresh draw (``toward="random"``).
+    α is the fraction of the trained parameters KEPT: α = 1 changes nothing, α = 0 is a full reset to θ_new
+    (`full_reset_` is this function with α = 0). Papers differ in convention; their settings in this one: FIRE's S&P
+    baseline α = 0.2 toward θ₀ (``toward="init"``; the official code's ``θ.mul_(0.2).add_(θ₀, alpha=0.8)``,
+    github.com/isaac7778/FIRE @ c37a0ac, rl/dqn/cleanrl/dqn_atari_resume.py ``apply_srdqn``), SR-SPR α = 0.8 and BBF
+    α = 0.5 toward a fresh draw (``toward="random"``).
+
+    Computed as the official code does, ``θ.mul_(α).add_(θ_new, alpha=1 − α)``; α = 0 copies θ_new exactly (also over
+    a NaN or Inf θ, which 0·θ would keep).
 
     What happens to:
-        * the changed tensors: the ``weight`` (and ``bias`` if `include_bias`) of each selected layer, overwritten in
-          place (`copy_` under `torch.no_grad()`, computed as ``alpha * θ + (1 - alpha) * θ_new``); nothing else.
+        * the changed tensors: every parameter (``weight``, ``bias``) of each selected layer, Linear, Conv2d or
+          normalisation layer (γ, β), overwritten in place under `torch.no_grad()`; nothing else.
         * the target network: nothing; the scheduler handles it.
         * the optimizer state: nothing; the scheduler handles it (`changed` lists what moved).
         * the RNG: ``toward="init"`` uses θ₀ and no randomness; ``toward="random"`` draws θ_new once for all selected
@@ -45,16 +52,17 @@ def shrink_perturb_(
 
     Args:
         network: the network whose layers are reset.
-        layers: ``{name: module}`` from `select_layers`, or a list of qualified Linear/Conv2d layer names.
+        layers: ``{name: module}`` from `select_layers` (kinds ``"linear"``, ``"conv"``, ``"norm"``), or a list of
+            qualified layer names.
         theta0: θ₀ from `capture_theta0(network)`; required for ``toward="init"``, ignored (may be None) otherwise.
         alpha: α in [0, 1], the share of θ kept.
         toward: ``"init"`` (θ_new = θ₀) or ``"random"`` (θ_new = a fresh draw).
-        include_bias: shrink the biases too (default True; FIRE's DQN baseline shrinks conv weights and biases).
-        measure: per-layer SFE, relative SFE and DfI before/after of the weight (one host sync per layer); False: only
-            times.
+        measure: per-layer SFE, relative SFE and (Linear/Conv2d) DfI before/after of the weight (one host sync per
+            layer); False: only times.
+        op: the name the report gives the operation (``"sp"``; `full_reset_` passes ``"full"``).
 
     Returns:
-        `ResetReport` with method ``"sp"``, one `LayerReport` (op ``"sp"``) per layer, and `changed` = the parameters it
+        `ResetReport` with method `op`, one `LayerReport` (op `op`) per layer, and `changed` = the parameters it
         overwrote.
 
     Raises:
@@ -64,25 +72,27 @@ def shrink_perturb_(
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (0.0 <= alpha <= 1.0):
         raise ValueError(f"alpha must be a float in [0, 1] (the share of trained parameters kept), got {alpha!r}")
     check_toward(toward)
-    chosen = resolve_layers(network, layers)
+    chosen = resolve_layers(network, layers, kinds=tuple(KINDS))
     values = reset_values(network, chosen, theta0, toward)
     alpha = float(alpha)
 
-    report = ResetReport("sp")
+    report = ResetReport(op)
     start = time.perf_counter()
     with torch.no_grad():
         for name, module in chosen.items():
             t0 = time.perf_counter()
             before = module.weight.detach().clone() if measure else None
             for pname, p in module.named_parameters(recurse=False):
-                if pname != "weight" and not include_bias:
-                    continue
-                p.copy_(alpha * p + (1.0 - alpha) * values[f"{name}.{pname}"])
+                new = values[f"{name}.{pname}"]
+                if alpha == 0.0:
+                    p.copy_(new)
+                else:
+                    p.mul_(alpha).add_(new, alpha=1.0 - alpha)
                 report.changed.append(p)
             if measure:
                 sync(module.weight.device)
-                report.layers.append(layer_report(name, "sp", before, module.weight, time.perf_counter() - t0))
+                report.layers.append(layer_report(name, op, before, module.weight, time.perf_counter() - t0))
             else:
-                report.layers.append(LayerReport(name, "sp", seconds=time.perf_counter() - t0))
+                report.layers.append(LayerReport(name, op, seconds=time.perf_counter() - t0))
     report.seconds = time.perf_counter() - start
     return report
