@@ -36,6 +36,12 @@ class Args(PlasticityArgs, RunArgs):
     # Algorithm specific arguments. Defaults are the cleanrl preset's; `--preset fire-paper` sets those of PRESETS.
     env_id: str = "ALE/Breakout-v5"
     """the id of the environment (any ALE v5 or NoFrameskip-v4 id)"""
+    env_backend: Literal["sync", "ale-vector"] = "sync"
+    """sync: gymnasium's SyncVectorEnv over our wrapper stack (exact resume); ale-vector: ale-py's threaded C++
+    AtariVectorEnv (faster with many envs; resumes at an episode boundary)"""
+    sticky_actions: Literal["agent-step", "frame"] = "agent-step"
+    """fire-paper's sticky actions (p = 0.25): once per agent step over the frame skip, as the official FIRE DQN
+    (SB3's StickyActionEnv), or per frame (the ALE standard, Machado et al. 2018); the cleanrl preset has none"""
     preset: Literal["cleanrl", "fire-paper"] = "cleanrl"
     """hyper-parameter set: CleanRL's dqn_atari.py, or the official FIRE DQN (its values: README); explicit flags
     override it, and --help after --preset fire-paper shows its defaults"""
@@ -157,7 +163,7 @@ def update(q_network, target_network, optimizer, regularizer, data, gamma: float
 @torch.inference_mode()
 def evaluate(q_network, args: Args, device: torch.device, seed: int) -> list[float]:
     """The scores of `eval_episodes` games (unclipped, all lives) played with epsilon-greedy actions."""
-    envs = make_atari_env(args.env_id, 1, seed, preset=args.preset, eval=True)
+    envs = make_atari_env(args.env_id, 1, seed, preset=args.preset, eval=True, sticky_actions=args.sticky_actions)
     rng = np.random.default_rng(seed)
     returns: list[float] = []
     obs, _ = envs.reset(seed=seed)
@@ -177,8 +183,8 @@ def train(args: Args, run: Run) -> None:
     exit codes. All that can refuse (env id, layer selections, buffer memory) is built before `run.start()`. Raises
     FloatingPointError on a NaN or Inf in a loss, a Q-value, a reset or a checkpoint (the last good one is kept)."""
     device = resolve_device(args.device)
-    envs = make_atari_env(args.env_id, args.num_envs, args.seed, preset=args.preset,
-                          capture_video=args.capture_video, run_dir=run.dir)  # fmt: skip
+    envs = make_atari_env(args.env_id, args.num_envs, args.seed, preset=args.preset, capture_video=args.capture_video,
+                          run_dir=run.dir, sticky_actions=args.sticky_actions, backend=args.env_backend)  # fmt: skip
     n_actions = int(envs.single_action_space.n)
     check_memory(f"replay buffer of {args.buffer_size:,} env steps",
                  AtariReplayBuffer.memory_bytes(args.buffer_size, args.num_envs))  # fmt: skip

@@ -25,7 +25,7 @@ import torch
 from fire_rl.runtime import nonfinite_tensors
 
 FORMAT = "fire_rl-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the SimBa actor's mean and log-std heads are two Linears
 CHECKPOINT_NAME = "checkpoint.pt"
 
 

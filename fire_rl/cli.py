@@ -101,17 +101,20 @@ class PlasticityArgs:
     reset_stop: int | None = None
     """no reset after this env step"""
     reset_kinds: tuple[str, ...] = ()
-    """custom recipe: layer kinds (linear, conv)"""
+    """custom recipe: layer kinds (linear, conv, norm; norm: sp and full only; empty: linear and conv)"""
     reset_roles: tuple[str, ...] = ()
     """custom recipe: layer roles (encoder, head)"""
     reset_names: tuple[str, ...] = ()
     """custom recipe: fnmatch patterns of layer names"""
-    reset_target: Literal["copy", "same", "keep"] | None = None
-    """target networks after a reset (default: copy the online result)"""
-    reset_optimizer: Literal["keep", "reset-changed", "rebuild"] | None = None
-    """optimizer state after a reset (default: the recipe's: paper-dqn keeps Adam's state, paper-sac rebuilds)"""
-    reset_temperature: Literal["keep", "reset"] | None = None
-    """SAC's temperature after a reset (default: the recipe's; paper-sac resets it)"""
+    reset_target: Literal["recipe", "copy", "changed", "same", "keep"] = "recipe"
+    """target networks after a reset: copy the online network; changed: copy only the tensors the reset changed;
+    same: the same operation on the target's own weights; keep; recipe: paper-dqn changed for fire, same otherwise;
+    paper-sac and custom copy; redo keep"""
+    reset_optimizer: Literal["recipe", "keep", "reset-changed", "rebuild"] = "recipe"
+    """optimizer state after a reset (recipe: paper-dqn keeps Adam's state, pi a fresh Adam; paper-sac rebuilds,
+    redo keeps)"""
+    reset_temperature: Literal["recipe", "keep", "reset"] = "recipe"
+    """SAC's temperature after a reset (recipe: paper-sac resets it, except for redo)"""
     fire_scale: Literal["muon", "isometry", "none"] = "muon"
     """FIRE's scale after orthogonalising: muon (the official rule, sqrt(d_out/d_in), convs also / (k_h k_w)),
     isometry (convs / sqrt(k_h k_w) instead, so the flattened conv is an isometry up to sqrt(d_out/d_in)), or none"""
@@ -169,9 +172,9 @@ class PlasticityArgs:
             kinds=self.reset_kinds,
             roles=self.reset_roles,
             names=self.reset_names,
-            target=self.reset_target,
-            optimizer=self.reset_optimizer,
-            temperature=self.reset_temperature,
+            target=None if self.reset_target == "recipe" else self.reset_target,
+            optimizer=None if self.reset_optimizer == "recipe" else self.reset_optimizer,
+            temperature=None if self.reset_temperature == "recipe" else self.reset_temperature,
             fire_scale=self.fire_scale,
             polar_method=self.polar_method,
             ns_steps=self.ns_steps,

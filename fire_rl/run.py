@@ -295,7 +295,7 @@ class Run:
             code = EXIT_SIGNAL["SIGINT"]
         elif issubclass(exc_type, FloatingPointError):
             code = EXIT_NONFINITE
-        elif issubclass(exc_type, OSError) and self.started:
+        elif issubclass(exc_type, OSError):
             code = EXIT_IO
         elif issubclass(exc_type, ValueError | ImportError) and not self.started:
             code = EXIT_BAD_INPUT

@@ -25,8 +25,9 @@ def test_fire_reset_end_to_end(tmp_path):
     assert events[0]["scalars"]["q/encoder.0/dfi_after"] < 1e-3 * events[0]["scalars"]["q/encoder.0/dfi_before"]
     ckpt = checkpoint(run_dir)
     assert ckpt["global_step"] == 240 and ckpt["update_step"] == 160, "replay ratio 2 from step 160 to 240"
-    for name, value in ckpt["q_network"].items():
-        assert torch.equal(value, ckpt["target_network"][name]), f"target {name} differs from online after the reset"
+    for name, value in ckpt["q_network"].items():  # the official FIRE DQN keeps the target's own conv biases
+        if not (name.startswith("encoder.") and name.endswith(".bias")):
+            assert torch.equal(value, ckpt["target_network"][name]), f"target {name} differs from online after FIRE"
     assert (run_dir / "result.json").exists() and (run_dir / "config.json").exists()
 
 
@@ -53,7 +54,7 @@ def test_other_resets_end_to_end(tmp_path, method):
         (["--env-id", "ALE/NotAGame-v5"], "NotAGame"),
         (["--buffer-size", "16"], "--buffer-size=16"),
         (["--reset", "fire", "--reset-at", "1000000000", "--total-timesteps", "1000"], "1000000000"),
-        (["--reset", "sp", "--reset-at", "100", "--sp-alpha", "1.5"], "sp_alpha=1.5"),
+        (["--reset", "sp", "--reset-at", "100", "--sp-alpha", "1.5"], "--sp-alpha=1.5"),
         (["--resume", "/nonexistent/run"], "/nonexistent/run"),
     ],
 )

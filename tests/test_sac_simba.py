@@ -98,4 +98,5 @@ def test_humanoid_bench_run_checkpoints_stops_and_resumes(tmp_path, env_id):
     run_agent("sac_simba", "--resume", str(run_dir))  # no other flag, as the stop message says
     assert json.loads((run_dir / "result.json").read_text())["finished"]
     assert checkpoint(run_dir)["global_step"] == 1000
-    assert [e["global_step"] for e in reset_events(run_dir)] == [400]
+    events = reset_events(run_dir)  # an agent step is 2 env steps, 1 when an episode ends inside it
+    assert len(events) == 1 and 400 <= events[0]["global_step"] <= 401
