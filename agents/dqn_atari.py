@@ -242,6 +242,8 @@ def train(args: Args, run: Run) -> None:
     if ckpt is not None and set_env_state(envs, ckpt["env_state"]):  # the games continue where they were
         obs = ckpt["obs"]
     else:  # a fresh run, or envs without an exact state: new games
+        if ckpt is not None:
+            rb.truncate_open_episodes(ckpt["obs"])
         obs, _ = envs.reset(seed=args.seed + global_step)
     decay_from = args.learning_starts if args.epsilon_after_learning_starts else 0
     while global_step < args.total_timesteps:

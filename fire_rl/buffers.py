@@ -303,6 +303,16 @@ class AtariReplayBuffer:
                 self._write(e, next_obs[e, -1], min(offset + 1, k - 1), transition=False)
             self.episode_open[e] = not ended
 
+    def truncate_open_episodes(self, next_obs: np.ndarray) -> None:
+        """End every env's open episode as truncated at its last transition, whose real next observation is
+        ``next_obs`` ``(N, 4, 84, 84) uint8``: for a resume whose envs restart their games (no exact env state), so
+        that no frame stack joins the old game to the new one and the next ``add`` may start a new episode."""
+        for e in np.flatnonzero(self.episode_open):
+            last = int((self.pos[e] - 1) % self.slots_per_env)
+            self.truncated[e, last] = True
+            self._write(e, next_obs[e, -1], min(int(self.offset[e, last]) + 1, self.frame_stack - 1), transition=False)
+            self.episode_open[e] = False
+
     def _draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Env indices and absolute slot positions of `batch_size` valid transitions, uniformly."""
         s = self.slots_per_env

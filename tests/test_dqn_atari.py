@@ -117,3 +117,16 @@ def test_overlap_trains_on_the_same_batches(tmp_path, method, ratio):
     for tag in ["losses/td_loss", "losses/q_values", "plasticity/srank", "reset/event"]:
         assert sa[tag] == sb[tag], tag
     assert [e["global_step"] for e in reset_events(overlap)] == [120]
+
+
+def test_ale_vector_backend_resumes_at_an_episode_boundary(tmp_path):
+    # ale-py's C++ vector env has no exact state: a resume restarts the games and ends the buffer's open episodes.
+    run_dir = tmp_path / "run"
+    flags = ["--env-id", "ALE/Breakout-v5", "--env-backend", "ale-vector", "--num-envs", "2", "--learning-starts",
+             "100", "--buffer-size", "1000", "--metrics-every", "0", "--save-buffer", "--reset", "fire",
+             "--reset-every", "300"]  # fmt: skip
+    first = run_agent("dqn_atari", *flags, "--total-timesteps", "200", "--run-dir", str(run_dir))
+    assert "episode boundary" in first.stderr or "unfinished episodes" in first.stderr, first.stderr
+    run_agent("dqn_atari", "--resume", str(run_dir), "--total-timesteps", "400")
+    ckpt = checkpoint(run_dir)
+    assert ckpt["global_step"] == 400 and [e["global_step"] for e in reset_events(run_dir)] == [300]
