@@ -126,10 +126,13 @@ PRESETS = {
 }  # fmt: skip
 
 
-def linear_schedule(start_e: float, end_e: float, duration: int, t: int) -> float:
-    """Epsilon at env step `t`: linear from `start_e` to `end_e` over `duration` env steps, then flat (CleanRL)."""
-    slope = (end_e - start_e) / duration
-    return max(slope * t + start_e, end_e)
+def epsilon_at(args: Args, global_step: int) -> float:
+    """Epsilon at env step `global_step`: linear from `start_e` to `end_e` over `exploration_fraction` of the run's
+    env steps, then flat (CleanRL); from 0, or from `learning_starts` with `epsilon_after_learning_starts` (the
+    official FIRE DQN)."""
+    start = args.learning_starts if args.epsilon_after_learning_starts else 0
+    progress = max(global_step - start, 0) / (args.exploration_fraction * args.total_timesteps)
+    return max(args.start_e + (args.end_e - args.start_e) * progress, args.end_e)
 
 
 def update(q_network, target_network, optimizer, regularizer, data, gamma: float, loss_kind: str, double_dqn: bool):
@@ -200,7 +203,7 @@ def train(args: Args, run: Run) -> None:
     rb = AtariReplayBuffer(args.buffer_size, args.num_envs, device=device, seed=args.seed,
                            channels_last=args.channels_last)  # fmt: skip
     scheduler = ResetScheduler(args.reset_config(), log_fn=run.log, run_dir=run.dir, total_steps=args.total_timesteps)
-    probe = lambda: (rb.sample(min(256, len(rb))).observations,) if len(rb) else None  # noqa: E731 (reset metrics)
+    probe = lambda: (rb.sample(min(256, len(rb)), run.probe_rng).observations,) if len(rb) else None  # noqa: E731
     scheduler.add_network("q", q_network, target=target_network, optimizer=optimizer, probe=probe)
     scheduler.check()
     regularizer = args.make_regularizer()
@@ -213,9 +216,10 @@ def train(args: Args, run: Run) -> None:
     run.start()
     ckpt = run.restore(state, rb)
     global_step, update_step = (ckpt["global_step"], ckpt["update_step"]) if ckpt else (0, 0)
+    if scheduler.step(global_step, update_step) is not None:  # a branch's --reset-at-start, at the branch point
+        regularizer.on_reset()
     rng = run.rng  # exploration
-    # --overlap: `actor` acts while the updates of the last learning step run on `q_network` in the background; it
-    # takes the new weights when the next learning step starts (one learning step of lag, never a torn read).
+    # --overlap: `actor` acts with weights one learning step old while `q_network` learns in the background.
     actor = copy.deepcopy(q_network) if args.overlap else q_network
     if args.overlap and ckpt is not None:
         actor.load_state_dict(ckpt["actor"])
@@ -245,10 +249,8 @@ def train(args: Args, run: Run) -> None:
         if ckpt is not None:
             rb.truncate_open_episodes(ckpt["obs"])
         obs, _ = envs.reset(seed=args.seed + global_step)
-    decay_from = args.learning_starts if args.epsilon_after_learning_starts else 0
     while global_step < args.total_timesteps:
-        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps,
-                                  max(global_step - decay_from, 0))  # fmt: skip
+        epsilon = epsilon_at(args, global_step)
         if rng.random() < epsilon:
             actions = rng.integers(n_actions, size=args.num_envs)
         else:

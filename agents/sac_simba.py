@@ -220,10 +220,10 @@ def train(args: Args, run: Run) -> None:
     rb = ReplayBuffer(args.buffer_size, (obs_dim,), (act_dim,), device=device, seed=args.seed)
 
     def probe_actor():  # batches for the metrics logged around a reset; None before any data
-        return (rsnorm(rb.sample(min(256, len(rb))).observations),) if len(rb) else None
+        return (rsnorm(rb.sample(min(256, len(rb)), run.probe_rng).observations),) if len(rb) else None
 
     def probe_critic():
-        data = rb.sample(min(256, len(rb))) if len(rb) else None
+        data = rb.sample(min(256, len(rb)), run.probe_rng) if len(rb) else None
         return None if data is None else (rsnorm(data.observations), data.actions)
 
     scheduler = ResetScheduler(args.reset_config(), log_fn=run.log, run_dir=run.dir, total_steps=args.total_timesteps)
@@ -245,6 +245,8 @@ def train(args: Args, run: Run) -> None:
     run.start()
     ckpt = run.restore(state, rb)
     global_step, update_step = (ckpt["global_step"], ckpt["update_step"]) if ckpt else (0, 0)
+    if scheduler.step(global_step, update_step) is not None:  # a branch's --reset-at-start, at the branch point
+        regularizer.on_reset()
 
     def save(tag: str) -> None:
         run.save(state, tag, rb, global_step=global_step, update_step=update_step, obs=obs,

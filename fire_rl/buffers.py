@@ -313,7 +313,7 @@ class AtariReplayBuffer:
             self._write(e, next_obs[e, -1], min(int(self.offset[e, last]) + 1, self.frame_stack - 1), transition=False)
             self.episode_open[e] = False
 
-    def _draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def _draw(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Env indices and absolute slot positions of `batch_size` valid transitions, uniformly."""
         s = self.slots_per_env
         filled = np.minimum(self.pos, s)
@@ -323,7 +323,7 @@ class AtariReplayBuffer:
         position = np.empty(batch_size, dtype=np.int64)
         todo = np.arange(batch_size)
         while todo.size:
-            u = self.rng.integers(0, ends[-1], size=todo.size)
+            u = rng.integers(0, ends[-1], size=todo.size)
             e = np.searchsorted(ends, u, side="right")
             p = oldest[e] + u - (ends[e] - filled[e])
             slot = p % s
@@ -340,8 +340,9 @@ class AtariReplayBuffer:
         positions = position[:, None] - np.minimum(self._lags[None, :], offset[:, None])
         return env[:, None] * s + positions % s
 
-    def sample(self, batch_size: int) -> ReplayBatch:
-        """Draw `batch_size` transitions uniformly (with replacement) from the valid stored ones.
+    def sample(self, batch_size: int, rng: np.random.Generator | None = None) -> ReplayBatch:
+        """Draw `batch_size` transitions uniformly (with replacement) from the valid stored ones, with `rng` or the
+        buffer's own generator (diagnostics draw with their own, so that they never change the training batches).
 
         Returns:
             `ReplayBatch` on the buffer's device: observations and next_observations ``(B, 4, 84, 84) uint8``, actions
@@ -356,7 +357,7 @@ class AtariReplayBuffer:
         if batch_size > stored:
             raise ValueError(f"batch_size {batch_size} exceeds the {stored} transitions the buffer can sample")
         batch_size = int(batch_size)
-        env, position = self._draw(batch_size)
+        env, position = self._draw(batch_size, self.rng if rng is None else rng)
         slot = position % self.slots_per_env
         stack_shape = (batch_size, self.frame_stack, *self.frame_shape)
 
@@ -532,8 +533,9 @@ class ReplayBuffer:
         self.truncated[index] = truncated
         self.pos += n
 
-    def sample(self, batch_size: int) -> ReplayBatch:
-        """Draw `batch_size` transitions uniformly (with replacement).
+    def sample(self, batch_size: int, rng: np.random.Generator | None = None) -> ReplayBatch:
+        """Draw `batch_size` transitions uniformly (with replacement), with `rng` or the buffer's own generator
+        (diagnostics draw with their own, so that they never change the training batches).
 
         Returns:
             `ReplayBatch` on the buffer's device: observations and next_observations ``(B, *obs_shape) float32``,
@@ -547,7 +549,7 @@ class ReplayBuffer:
         if batch_size > len(self):
             raise ValueError(f"batch_size {batch_size} exceeds the {len(self)} transitions stored")
         batch_size = int(batch_size)
-        index = self.rng.integers(0, len(self), size=batch_size)
+        index = (self.rng if rng is None else rng).integers(0, len(self), size=batch_size)
         t = self._transfer
         t.begin()
         out = {}

@@ -42,6 +42,10 @@ class RunArgs:
     resume: str | None = None
     """continue the run in this run directory (or from this checkpoint file) with its own saved flags; only how long
     and where it runs and what it logs may be changed"""
+    branch_from: str | None = None
+    """start a new run from this checkpoint (file or run directory; saved with --save-buffer): its networks, targets,
+    theta_0, optimizers, buffer, counters and env state, then this run's own seed and reset (the FIRE paper's
+    protocol: one pretraining, one branch per method)"""
     start_over: bool = False
     """start a fresh run in a --run-dir that already holds one, after moving the old run aside (never deleted)"""
     save_buffer: bool = False
@@ -94,6 +98,8 @@ class PlasticityArgs:
     chosen by --reset-kinds/--reset-roles/--reset-names"""
     reset_at: tuple[int, ...] = ()
     """env steps at which to reset (default when a method is set and no schedule is given: the run's midpoint)"""
+    reset_at_start: bool = False
+    """with --branch-from: reset once at the branch point, before the first env step"""
     reset_every: int = 0
     """reset every this many env steps (0: off)"""
     reset_start: int = 0
@@ -155,7 +161,9 @@ class PlasticityArgs:
         """`RunArgs.check`, then the reset schedule (a method with no schedule resets once, at the run's midpoint:
         the FIRE paper's protocol), the reset configuration and the per-step method."""
         super().check()
-        if self.reset != "none" and not self.reset_at and self.reset_every == 0:
+        if self.reset_at_start and self.branch_from is None:
+            raise ValueError("--reset-at-start resets at a branch point: give --branch-from CKPT too")
+        if self.reset != "none" and not self.reset_at and self.reset_every == 0 and not self.reset_at_start:
             self.reset_at = (self.total_timesteps // 2,)
         self.reset_config().validate(self.total_timesteps)
         self.make_regularizer()

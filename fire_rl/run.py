@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import hashlib
 import importlib.util
 import json
 import math
@@ -42,8 +43,8 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from fire_rl.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from fire_rl.runtime import GracefulStop, check_run_dir, default_run_dir, write_json_atomic
+from fire_rl.checkpoint import get_rng_state, load_checkpoint, resolve_checkpoint, save_checkpoint, set_rng_state
+from fire_rl.runtime import GracefulStop, check_run_dir, default_run_dir, seed_everything, write_json_atomic
 
 # Flags a resumed run may change: they say how long and where it runs and what it logs, not what its state means.
 RESUMABLE = frozenset({
@@ -51,6 +52,12 @@ RESUMABLE = frozenset({
     "track", "wandb_project_name", "wandb_entity", "capture_video", "save_buffer", "save_model", "resume", "run_dir",
     "start_over",
 })  # fmt: skip
+# Flags a branch (--branch-from) may also set: its seed and name, and the reset it applies from the branch point on.
+BRANCHABLE = RESUMABLE | {
+    "seed", "exp_name", "branch_from", "reset", "reset_recipe", "reset_at", "reset_at_start", "reset_every",
+    "reset_start", "reset_stop", "reset_kinds", "reset_roles", "reset_names", "reset_target", "reset_optimizer",
+    "reset_temperature", "reset_toward", "fire_scale", "polar_method", "ns_steps", "ns_tol", "sp_alpha", "redo_tau",
+}  # fmt: skip
 EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_IO = 2, 3, 4
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 RUN_FILES = ("config.json", "checkpoint.pt", "result.json")
@@ -114,28 +121,41 @@ def parse_args(cls: type, agent: str, presets: dict[str, dict] | None = None, ar
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         checkpoint, default = None, cls()
-        if (resume := _argv_value(argv, "--resume")) is not None:
-            checkpoint = load_checkpoint(resume, agent=agent)
+        resume, branch = _argv_value(argv, "--resume"), _argv_value(argv, "--branch-from")
+        if resume is not None and branch is not None:
+            raise ValueError("--resume and --branch-from exclude each other: a branch is a new run")
+        if (source := resume or branch) is not None:
+            checkpoint = load_checkpoint(source, agent=agent)
+            if branch is not None and "buffer" not in checkpoint:
+                raise ValueError(
+                    f"--branch-from {branch}: the checkpoint holds no replay buffer; save the source run with "
+                    f"--save-buffer"
+                )
             names = {f.name for f in fields(cls)}
-            default = cls(**{k: v for k, v in checkpoint["args"].items() if k in names})
+            saved = {k: v for k, v in checkpoint["args"].items() if k in names}
+            if branch is not None:  # a new run: its own directory, unless --run-dir names one
+                saved.update(resume=None, run_dir=None, branch_from=branch)
+            default = cls(**saved)
         elif presets:
             preset = _argv_value(argv, "--preset") or default.preset
             default = cls(**{**asdict(default), **presets.get(preset, {}), "preset": preset})
         args = tyro.cli(cls, default=default, args=argv)
         if checkpoint is not None:
-            changed = [f.name for f in fields(cls) if getattr(args, f.name) != getattr(default, f.name)]
-            for name in changed:
-                if name not in RESUMABLE:
+            allowed = BRANCHABLE if branch is not None else RESUMABLE
+            for f in fields(cls):
+                if f.name not in allowed and getattr(args, f.name) != getattr(default, f.name):
                     raise ValueError(
-                        f"{_flag(name)}={getattr(args, name)!r} differs from the run's {getattr(default, name)!r}: "
-                        f"it changes what the checkpoint means; a resumed run may change only "
-                        f"{', '.join(_flag(n) for n in sorted(RESUMABLE - {'resume', 'run_dir'}))}"
+                        f"{_flag(f.name)}={getattr(args, f.name)!r} differs from the run's {getattr(default, f.name)!r}"
+                        f": it changes what the checkpoint means; "
+                        f"{'a branch' if branch else 'a resumed run'} may change only "
+                        f"{', '.join(_flag(n) for n in sorted(allowed - {'resume', 'run_dir', 'branch_from'}))}"
                     )
             if args.total_timesteps < checkpoint["global_step"]:
                 raise ValueError(
                     f"--total-timesteps={args.total_timesteps} is below the checkpoint's env step "
                     f"{checkpoint['global_step']}"
                 )
+        if resume is not None:
             path = Path(resume)
             args.run_dir = str(path if path.is_dir() else path.parent)
             lock_run_dir(Path(args.run_dir), probe=True)
@@ -148,6 +168,8 @@ def parse_args(cls: type, agent: str, presets: dict[str, dict] | None = None, ar
                     f"--run-dir={args.run_dir} already holds a run: continue it with --resume {args.run_dir}, or "
                     f"pass --start-over to move it aside and start a new one"
                 )
+            if branch is not None and args.reset_at_start:
+                args.reset_at = tuple(sorted({*args.reset_at, checkpoint["global_step"]}))
         check_run_dir(args.run_dir)
         args.check()
         if args.track and importlib.util.find_spec("wandb") is None:
@@ -185,6 +207,7 @@ class Run:
     def __init__(self, args: Any, agent: str, checkpoint: dict | None = None) -> None:
         self.args, self.agent, self.checkpoint = args, agent, checkpoint
         self.dir = Path(args.run_dir)
+        self.branched = args.branch_from is not None and checkpoint is not None and args.resume is None
         self.start_step = checkpoint["global_step"] if checkpoint else 0
         self.exit_code = 0
         self.started = False
@@ -193,6 +216,8 @@ class Run:
         self._csv = None
         self._sps_mark = (time.time(), self.start_step)
         self.rng = np.random.default_rng(args.seed)  # the agent's own draws (DQN's exploration), checkpointed
+        # Batches for diagnostics (plasticity metrics, reset reports): never the buffer's training draws.
+        self.probe_rng = np.random.default_rng([args.seed, 1])
 
     # ---- lifecycle --------------------------------------------------------------------------------------------------
     def __enter__(self) -> Run:
@@ -208,7 +233,8 @@ class Run:
         """
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = lock_run_dir(self.dir)
-        if self.checkpoint is None and holds_run(self.dir):
+        fresh = self.checkpoint is None or self.branched
+        if fresh and holds_run(self.dir):
             if not self.args.start_over:
                 raise ValueError(f"{self.dir} already holds a run: --resume {self.dir}, or --start-over")
             self._move_aside()
@@ -218,8 +244,8 @@ class Run:
         self._open_scalars()
         self._hook = threading.excepthook
         threading.excepthook = self._thread_hook
-        self.writer = SummaryWriter(str(self.dir), purge_step=self.start_step + 1 if self.checkpoint else None)
-        if self.checkpoint is None:
+        self.writer = SummaryWriter(str(self.dir), purge_step=None if fresh else self.start_step + 1)
+        if fresh:
             self.writer.add_text("hyperparameters", self.args.markdown())
         if self.args.track:
             import wandb
@@ -232,7 +258,8 @@ class Run:
         self._sps_mark = (time.time(), self.start_step)
         self.started = True
         if self.checkpoint is not None:
-            print(f"resumed {self.dir} at env step {self.start_step:,} (update {self.checkpoint['update_step']:,})")
+            how = f"branched from {self.args.branch_from}" if self.branched else "resumed"
+            print(f"{self.dir}: {how} at env step {self.start_step:,} (update {self.checkpoint['update_step']:,})")
 
     def _move_aside(self) -> None:
         old = self.dir.with_name(f"{self.dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -246,11 +273,19 @@ class Run:
         args = asdict(self.args)
         history = []
         path = self.dir / "config.json"
-        if self.checkpoint is not None and path.is_file():
+        if self.checkpoint is not None and not self.branched and path.is_file():
             history = json.loads(path.read_text()).get("history", [])
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid()}
         if self.checkpoint is None:
             entry.update(mode="fresh", args=args)
+        elif self.branched:
+            source = resolve_checkpoint(self.args.branch_from)
+            digest = hashlib.sha256()
+            with open(source, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            entry.update(mode="branch", args=args, source={"path": str(source.resolve()), "sha256": digest.hexdigest(),
+                         "env_step": self.start_step, "update_step": self.checkpoint["update_step"]})  # fmt: skip
         else:
             saved = self.checkpoint["args"]
             overrides = {k: v for k, v in args.items() if k not in ("resume", "run_dir") and saved.get(k) != v}
@@ -260,7 +295,7 @@ class Run:
     def _open_scalars(self) -> None:
         path = self.dir / "scalars.csv"
         rows = []
-        if self.checkpoint is not None and path.is_file():  # keep what was logged up to the checkpoint
+        if self.checkpoint is not None and not self.branched and path.is_file():  # keep what was logged up to it
             with open(path, newline="") as f:
                 for row in csv.reader(f):
                     if len(row) == 3 and row[1].isdigit() and int(row[1]) <= self.start_step:
@@ -349,7 +384,9 @@ class Run:
         if the checkpoint holds it. Without a saved buffer, `learning_starts` moves so that the buffer refills before
         learning again.
 
-        Tensors of `state` (SAC's ``log_alpha``) are copied in place.
+        Tensors of `state` (SAC's ``log_alpha``) are copied in place. A branch (``--branch-from``) with a seed other
+        than its source's reseeds the global RNGs, the agent's RNG and the buffer's sampling RNG; with the same seed it
+        continues the source's random streams exactly.
 
         Returns:
             The checkpoint payload (counters, env state, ...), or None for a fresh run.
@@ -366,9 +403,14 @@ class Run:
                 obj.load_state_dict(ckpt[name])
         set_rng_state(ckpt["rng"])
         self.rng.bit_generator.state = ckpt["exploration_rng"]
+        self.probe_rng.bit_generator.state = ckpt["probe_rng"]
         if "buffer" in ckpt:
             buffer.load_state_dict(ckpt["buffer"])
-        else:
+        if self.branched and args.seed != ckpt["args"]["seed"]:  # a branch of its own seed: fresh random draws
+            seed_everything(args.seed, args.torch_deterministic)
+            self.rng, self.probe_rng = np.random.default_rng(args.seed), np.random.default_rng([args.seed, 1])
+            buffer.rng = np.random.default_rng(args.seed)
+        if "buffer" not in ckpt:
             refill = max(args.batch_size, min(args.learning_starts, args.buffer_size))
             self.learning_starts = ckpt["global_step"] + refill
         return ckpt
@@ -383,7 +425,8 @@ class Run:
             OSError: the disk is full or read-only; the previous checkpoint is intact.
         """
         payload = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v.state_dict() for k, v in state.items()}
-        payload.update(extra, args=asdict(self.args), rng=get_rng_state(), exploration_rng=self.rng.bit_generator.state)
+        payload.update(extra, args=asdict(self.args), rng=get_rng_state(), exploration_rng=self.rng.bit_generator.state,
+                       probe_rng=self.probe_rng.bit_generator.state)  # fmt: skip
         if self.args.save_buffer:
             payload["buffer"] = buffer.state_dict()
         save_checkpoint(self.dir / "checkpoint.pt", payload, agent=self.agent, env_id=self.args.env_id)

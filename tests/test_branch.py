@@ -1,0 +1,70 @@
+"""--branch-from: a new run that starts from another run's checkpoint and differs from it only by its reset (the FIRE
+paper's protocol: one pretraining, one branch per method)."""
+
+import hashlib
+import json
+import shutil
+
+import torch
+from agent_utils import checkpoint, reset_events, run_agent
+from test_resume import assert_same
+
+# epsilon = 1: every action is random, so branches that differ only in their networks play the same games.
+SOURCE = ["--env-id", "ALE/Breakout-v5", "--learning-starts", "100", "--buffer-size", "1000", "--metrics-every", "0",
+          "--checkpoint-every", "0", "--start-e", "1", "--end-e", "1", "--save-buffer"]  # fmt: skip
+
+
+def test_branches_start_from_the_checkpoint_and_differ_only_by_their_reset(tmp_path):
+    source = tmp_path / "source"
+    run_agent("dqn_atari", *SOURCE, "--total-timesteps", "200", "--run-dir", str(source))
+    resumed = tmp_path / "resumed"
+    shutil.copytree(source, resumed, ignore=shutil.ignore_patterns(".lock"))
+    run_agent("dqn_atari", "--resume", str(resumed), "--total-timesteps", "280")
+    none, fire = tmp_path / "none", tmp_path / "fire"
+    run_agent("dqn_atari", "--branch-from", str(source), "--total-timesteps", "280", "--run-dir", str(none))
+    run_agent("dqn_atari", "--branch-from", str(source / "checkpoint.pt"), "--total-timesteps", "280", "--reset",
+              "fire", "--reset-at-start", "--run-dir", str(fire))  # fmt: skip
+
+    # With the source's seed a branch without a reset is the source continued, bit for bit.
+    a, b, c = checkpoint(resumed), checkpoint(none), checkpoint(fire)
+    assert_same(a, b)
+    # The FIRE branch: one reset, at the branch point; the same games, buffer and counters; other networks.
+    assert [e["global_step"] for e in reset_events(fire)] == [200] and not reset_events(none)
+    for key in ("global_step", "update_step", "obs", "buffer", "exploration_rng", "replay_ratio"):
+        assert_same(b[key], c[key], key)
+    assert not torch.equal(b["q_network"]["encoder.0.weight"], c["q_network"]["encoder.0.weight"])
+
+    history = json.loads((fire / "config.json").read_text())["history"]
+    assert [h["mode"] for h in history] == ["branch"]
+    sha256 = hashlib.sha256((source / "checkpoint.pt").read_bytes()).hexdigest()
+    assert history[0]["source"]["sha256"] == sha256 and history[0]["source"]["env_step"] == 200
+    assert (source / "result.json").exists() and checkpoint(source)["global_step"] == 200, "the source is untouched"
+
+
+def test_a_branch_of_its_own_seed_draws_its_own_samples(tmp_path):
+    source = tmp_path / "source"
+    run_agent("dqn_atari", *SOURCE, "--total-timesteps", "200", "--run-dir", str(source))
+    for seed in ("1", "2"):
+        run_agent("dqn_atari", "--branch-from", str(source), "--total-timesteps", "240", "--seed", seed,
+                  "--run-dir", str(tmp_path / seed))  # fmt: skip
+    a, b = checkpoint(tmp_path / "1"), checkpoint(tmp_path / "2")
+    assert a["global_step"] == b["global_step"] == 240
+    assert not torch.equal(a["q_network"]["encoder.0.weight"], b["q_network"]["encoder.0.weight"])
+
+
+def test_branch_refusals(tmp_path):
+    plain = tmp_path / "plain"
+    run_agent("dqn_atari", *SOURCE[:-1], "--total-timesteps", "120", "--run-dir", str(plain))
+    proc = run_agent("dqn_atari", "--branch-from", str(plain), "--run-dir", str(tmp_path / "b"), check=False)
+    assert proc.returncode == 2 and "--save-buffer" in proc.stderr, proc.stderr
+    source = tmp_path / "source"
+    run_agent("dqn_atari", *SOURCE, "--total-timesteps", "120", "--run-dir", str(source))
+    for flags, named in [(["--buffer-size", "2000"], "--buffer-size"), (["--learning-rate", "0.1"], "--learning-rate"),
+                         (["--resume", str(source)], "--resume")]:  # fmt: skip
+        proc = run_agent("dqn_atari", "--branch-from", str(source), "--run-dir", str(tmp_path / "b"), *flags,
+                         check=False)  # fmt: skip
+        assert proc.returncode == 2 and named in proc.stderr, (flags, proc.stderr)
+    assert not (tmp_path / "b").exists()
+    proc = run_agent("dqn_atari", *SOURCE, "--reset", "fire", "--reset-at-start", "--run-dir", str(tmp_path / "c"),
+                     check=False)  # fmt: skip
+    assert proc.returncode == 2 and "--branch-from" in proc.stderr
