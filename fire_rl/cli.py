@@ -1,8 +1,9 @@
 """The flags both agents share, flat as CleanRL's (``--seed 1 --reset fire --reset-at 100000``).
 
 Each agent's tyro ``Args`` dataclass inherits `RunArgs` (experiment, logging, checkpoint flags) and `PlasticityArgs`
-(reset and per-step flags) and overrides the defaults that differ (``exp_name``, the reset recipe). `check` refuses
-a bad value before any work; `reset_config` and `make_regularizer` turn the flags into what the agent needs.
+(the reset flags, which it inherits from `fire_rl.scheduler.ResetConfig`, and the per-step flags) and overrides the
+defaults that differ (``exp_name``, the reset recipe). `check` refuses a bad value before any work; `reset_config` and
+`make_regularizer` turn the flags into what the agent needs.
 """
 
 from __future__ import annotations
@@ -88,54 +89,9 @@ class RunArgs:
 
 
 @dataclass
-class PlasticityArgs:
-    # Resets (fire_rl.scheduler.ResetConfig)
-    reset: Literal["none", "fire", "sp", "full", "pi", "redo"] = "none"
-    """reset method: none, fire (FIRE), sp (Shrink & Perturb), full (full reset), pi (plasticity injection), redo
-    (ReDo: recycle dormant neurons; give --reset-every)"""
-    reset_recipe: Literal["paper-dqn", "paper-sac", "custom"] = "custom"
-    """which layers get which operation: an official FIRE recipe (the agent's default), or the method on the layers
-    chosen by --reset-kinds/--reset-roles/--reset-names"""
-    reset_at: tuple[int, ...] = ()
-    """env steps at which to reset (default when a method is set and no schedule is given: the run's midpoint)"""
-    reset_at_start: bool = False
-    """with --branch-from: reset once at the branch point, before the first env step"""
-    reset_every: int = 0
-    """reset every this many env steps (0: off)"""
-    reset_start: int = 0
-    """no reset before this env step"""
-    reset_stop: int | None = None
-    """no reset after this env step"""
-    reset_kinds: tuple[str, ...] = ()
-    """custom recipe: layer kinds (linear, conv, norm; norm: sp and full only; empty: linear and conv)"""
-    reset_roles: tuple[str, ...] = ()
-    """custom recipe: layer roles (encoder, head)"""
-    reset_names: tuple[str, ...] = ()
-    """custom recipe: fnmatch patterns of layer names"""
-    reset_target: Literal["recipe", "copy", "changed", "same", "keep"] = "recipe"
-    """target networks after a reset: copy the online network; changed: copy only the tensors the reset changed;
-    same: the same operation on the target's own weights; keep; recipe: paper-dqn changed for fire, same otherwise;
-    paper-sac and custom copy; redo keep"""
-    reset_optimizer: Literal["recipe", "keep", "reset-changed", "rebuild"] = "recipe"
-    """optimizer state after a reset (recipe: paper-dqn keeps Adam's state, pi a fresh Adam; paper-sac rebuilds,
-    redo keeps)"""
-    reset_temperature: Literal["recipe", "keep", "reset"] = "recipe"
-    """SAC's temperature after a reset (recipe: paper-sac resets it, except for redo)"""
-    fire_scale: Literal["muon", "isometry", "none"] = "muon"
-    """FIRE's scale after orthogonalising: muon (the official rule, sqrt(d_out/d_in), convs also / (k_h k_w)),
-    isometry (convs / sqrt(k_h k_w) instead, so the flattened conv is an isometry up to sqrt(d_out/d_in)), or none"""
-    polar_method: Literal["newton_schulz", "polar_express", "svd"] = "newton_schulz"
-    """FIRE's polar factor: cubic Newton-Schulz (the paper), Polar Express (with --ns-tol), or an exact SVD"""
-    ns_steps: int = 10
-    """Newton-Schulz iterations"""
-    ns_tol: float | None = None
-    """iterate Newton-Schulz until max|sigma-1| <= ns_tol instead"""
-    sp_alpha: float = 0.2
-    """Shrink & Perturb: theta <- alpha*theta + (1-alpha)*theta_0"""
-    reset_toward: Literal["init", "random"] = "init"
-    """S&P / full reset / injection toward theta_0 or a fresh draw"""
-    redo_tau: float = 0.1
-    """ReDo's dormancy threshold tau"""
+class PlasticityArgs(ResetConfig):
+    """The reset flags, declared and validated by `ResetConfig` (``--reset-at`` is its field ``reset_at``), and the
+    flags of the per-step plasticity methods."""
 
     # Per-step plasticity methods (fire_rl.regularizers.Regularizer); combine with any reset but pi
     regularizer: Literal["none", "swr", "l2init", "parseval"] = "none"
@@ -152,45 +108,26 @@ class PlasticityArgs:
     """Parseval's target scale s"""
 
     RANGES: ClassVar[dict[str, str]] = {
-        "reset_every": "[0, inf)", "reset_start": "[0, inf)", "ns_steps": "[1, inf)", "sp_alpha": "[0, 1]",
-        "redo_tau": "[0, inf)", "swr_lambda": "[0, 1]", "l2init_lambda": "[0, inf)", "parseval_lambda": "[0, inf)",
-        "parseval_s": "(0, inf)",
+        "swr_lambda": "[0, 1]", "l2init_lambda": "[0, inf)", "parseval_lambda": "[0, inf)", "parseval_s": "(0, inf)",
     }  # fmt: skip
+
+    def __post_init__(self) -> None:
+        """Nothing yet: `check` validates, after giving a method without a schedule its default one."""
 
     def check(self) -> None:
         """`RunArgs.check`, then the reset schedule (a method with no schedule resets once, at the run's midpoint:
-        the FIRE paper's protocol), the reset configuration and the per-step method."""
+        the FIRE paper's protocol), the reset configuration (`ResetConfig.validate`) and the per-step method."""
         super().check()
         if self.reset_at_start and self.branch_from is None:
             raise ValueError("--reset-at-start resets at a branch point: give --branch-from CKPT too")
         if self.reset != "none" and not self.reset_at and self.reset_every == 0 and not self.reset_at_start:
             self.reset_at = (self.total_timesteps // 2,)
-        self.reset_config().validate(self.total_timesteps)
+        self.validate(self.total_timesteps)
         self.make_regularizer()
 
     def reset_config(self) -> ResetConfig:
-        """The scheduler's config; raises ValueError naming a bad value."""
-        return ResetConfig(
-            method=self.reset,
-            recipe=self.reset_recipe,
-            at=self.reset_at,
-            every=self.reset_every,
-            start=self.reset_start,
-            stop=self.reset_stop,
-            kinds=self.reset_kinds,
-            roles=self.reset_roles,
-            names=self.reset_names,
-            target=None if self.reset_target == "recipe" else self.reset_target,
-            optimizer=None if self.reset_optimizer == "recipe" else self.reset_optimizer,
-            temperature=None if self.reset_temperature == "recipe" else self.reset_temperature,
-            fire_scale=self.fire_scale,
-            polar_method=self.polar_method,
-            ns_steps=self.ns_steps,
-            ns_tol=self.ns_tol,
-            sp_alpha=self.sp_alpha,
-            toward=self.reset_toward,
-            redo_tau=self.redo_tau,
-        )
+        """The scheduler's config: these flags' values of the fields `ResetConfig` declares (validated again)."""
+        return ResetConfig(**{f.name: getattr(self, f.name) for f in fields(ResetConfig)})
 
     def make_regularizer(self) -> Regularizer:
         """The run's per-step method; raises ValueError for a bad coefficient or a combination with injection."""

@@ -2,7 +2,8 @@
 
 Both agents use it the same way::
 
-    scheduler = ResetScheduler(ResetConfig(method="fire", at=(100_000,)), log_fn=writer.add_scalar, run_dir=run_dir)
+    config = ResetConfig(reset="fire", reset_at=(100_000,))  # or the agent's args.reset_config()
+    scheduler = ResetScheduler(config, log_fn=writer.add_scalar, run_dir=run_dir)
     scheduler.add_network("q", q_network, target=target_network, optimizer=optimizer)
     scheduler.check()                              # every layer selection resolves now, not at the first reset
     ...
@@ -10,14 +11,15 @@ Both agents use it the same way::
         ...
         scheduler.step(global_step, update_step)  # one line in the loop; a cheap integer compare between events
 
-A *recipe* says which operation each layer gets. ``"custom"`` applies `method` to the layers chosen by `kinds`, `roles`
-and `names` on every registered network. ``"paper-dqn"`` and ``"paper-sac"`` reproduce the official FIRE recipes
-(github.com/isaac7778/FIRE @ c37a0ac: rl/dqn/cleanrl/dqn_atari_resume.py ``apply_fire``, ``apply_srdqn``,
-``apply_full_reset`` and the ``pi`` branch; rl/sac/scale_rl/agents/simba/simba_agent.py
-``_orthogonally_project_network``, ``_snp_network`` and ``_init_network``). θ₀ is each network's initial parameters.
+A *recipe* (`reset_recipe`) says which operation each layer gets. ``"custom"`` applies the method `reset` to the layers
+chosen by `reset_kinds`, `reset_roles` and `reset_names` on every registered network. ``"paper-dqn"`` and
+``"paper-sac"`` reproduce the official FIRE recipes (github.com/isaac7778/FIRE @ c37a0ac:
+rl/dqn/cleanrl/dqn_atari_resume.py ``apply_fire``, ``apply_srdqn``, ``apply_full_reset`` and the ``pi`` branch;
+rl/sac/scale_rl/agents/simba/simba_agent.py ``_orthogonally_project_network``, ``_snp_network`` and
+``_init_network``). θ₀ is each network's initial parameters.
 
 =========  =========================================================  ==============================================
-method     paper-dqn (Nature CNN)                                      paper-sac (SimBa actor and both critics)
+reset      paper-dqn (Nature CNN)                                      paper-sac (SimBa actor and both critics)
 =========  =========================================================  ==============================================
 fire       FIRE on the convs' weights (biases kept); the Linears ←     FIRE on every Linear's weight (biases and
            θ₀. Target: the changed tensors copied (conv weights,       LayerNorms kept); target := online; fresh
@@ -37,8 +39,8 @@ redo       ReDo on every ReLU layer; Adam moments of recycled weights  the same 
 
 FIRE's scale is the official rule (``fire_scale="muon"``) in both recipes. ``"custom"``: the method on the selected
 layers of every network, target := online (ReDo: kept), optimizer state kept (plasticity injection: the optimizer is
-pointed at the new parameter set, keeping the moments of the parameters that stay), temperature kept. `target`,
-`optimizer` and `temperature` override any recipe's choice.
+pointed at the new parameter set, keeping the moments of the parameters that stay), temperature kept. `reset_target`,
+`reset_optimizer` and `reset_temperature` other than ``"recipe"`` override any recipe's choice.
 """
 
 from __future__ import annotations
@@ -52,14 +54,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import torch
 from torch import nn
 
 from fire_rl.metrics import plasticity_metrics
-from fire_rl.polar import FIRE_SCALES
-from fire_rl.polar import METHODS as POLAR_METHODS
 from fire_rl.resets import (
     KINDS,
     ROLES,
@@ -76,45 +76,15 @@ from fire_rl.resets import (
 from fire_rl.resets.common import MATRIX_KINDS, all_layers, layer_kind
 from fire_rl.runtime import nonfinite_parameters
 
-METHODS = ("none", "fire", "sp", "full", "pi", "redo")
-RECIPES = ("custom", "paper-dqn", "paper-sac")
-TARGETS = ("copy", "changed", "same", "keep")
-OPTIMIZERS = ("keep", "reset-changed", "rebuild")
-TEMPERATURES = ("keep", "reset")
-TOWARDS = ("init", "random")
 EVENTS_FILE = "resets.jsonl"
 
-# The command-line flag of each ResetConfig field (fire_rl/cli.py), for error messages.
-FLAGS = {
-    "method": "--reset",
-    "recipe": "--reset-recipe",
-    "at": "--reset-at",
-    "every": "--reset-every",
-    "start": "--reset-start",
-    "stop": "--reset-stop",
-    "kinds": "--reset-kinds",
-    "roles": "--reset-roles",
-    "names": "--reset-names",
-    "target": "--reset-target",
-    "optimizer": "--reset-optimizer",
-    "temperature": "--reset-temperature",
-    "polar_method": "--polar-method",
-    "ns_steps": "--ns-steps",
-    "ns_tol": "--ns-tol",
-    "fire_scale": "--fire-scale",
-    "sp_alpha": "--sp-alpha",
-    "toward": "--reset-toward",
-    "redo_tau": "--redo-tau",
-}
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _bad(name: str, value: Any, why: str) -> ValueError:
-    return ValueError(f"{name}={value!r} ({FLAGS[name]}): {why}")
-
-
-def _choice(name: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        raise _bad(name, value, f"not allowed; choose one of {list(allowed)}")
+    return ValueError(f"{_flag(name)}={value!r}: {why}")
 
 
 def _is_int(value: Any) -> bool:
@@ -127,89 +97,87 @@ def _is_real(value: Any) -> bool:
 
 @dataclass
 class ResetConfig:
-    """What the scheduler does, and when. Schedules are in env steps (`global_step`), never gradient updates.
+    """What the scheduler does, and when; the agents' reset flags (``fire_rl.cli.PlasticityArgs`` inherits it, so a
+    field ``reset_at`` is the flag ``--reset-at``). Schedules are in env steps (`global_step`), never gradient updates.
 
     Raises (at construction, `validate`):
         ValueError: a value out of range or not finite, an unknown choice, or an inconsistent combination; the message
-            names the field, its flag, the value and what is allowed.
+            names the flag, the value and what is allowed (``--reset-kinds=('lstm',): unknown value(s) ...``).
     """
 
-    method: Literal["none", "fire", "sp", "full", "pi", "redo"] = "none"
+    reset: Literal["none", "fire", "sp", "full", "pi", "redo"] = "none"
     """reset method: none, fire (FIRE), sp (Shrink & Perturb), full (full reset), pi (plasticity injection), redo
-    (ReDo: recycle dormant neurons, on the probe batch)"""
-    recipe: Literal["custom", "paper-dqn", "paper-sac"] = "custom"
-    """which layers get which operation: the official FIRE recipes, or `method` on the layers chosen below"""
-    at: tuple[int, ...] = ()
-    """env steps at which to reset"""
-    every: int = 0
+    (ReDo: recycle dormant neurons; give --reset-every)"""
+    reset_recipe: Literal["paper-dqn", "paper-sac", "custom"] = "custom"
+    """which layers get which operation: an official FIRE recipe (the agent's default), or the method on the layers
+    chosen by --reset-kinds/--reset-roles/--reset-names"""
+    reset_at: tuple[int, ...] = ()
+    """env steps at which to reset (default when a method is set and no schedule is given: the run's midpoint)"""
+    reset_at_start: bool = False
+    """with --branch-from: reset once at the branch point, before the first env step"""
+    reset_every: int = 0
     """reset every this many env steps (0: off)"""
-    start: int = 0
+    reset_start: int = 0
     """no reset before this env step"""
-    stop: int | None = None
+    reset_stop: int | None = None
     """no reset after this env step (None: never stop)"""
-    kinds: tuple[str, ...] = ()
-    """custom recipe: layer kinds to reset (linear, conv, norm: normalisation layers, for sp and full); empty: linear
-    and conv"""
-    roles: tuple[str, ...] = ()
-    """custom recipe: layer roles to reset (encoder, head); empty: all"""
-    names: tuple[str, ...] = ()
-    """custom recipe: fnmatch patterns of layer names to reset; empty: all"""
-    target: Literal["copy", "changed", "same", "keep"] | None = None
-    """target networks after a reset: copy the online network, copy only the tensors the reset changed, apply the same
-    operation to their own weights, or keep (None: the recipe's choice)"""
-    optimizer: Literal["keep", "reset-changed", "rebuild"] | None = None
-    """optimizer state after a reset: keep, zero the moments of changed parameters, or rebuild from scratch (None: the
-    recipe's choice)"""
-    temperature: Literal["keep", "reset"] | None = None
-    """SAC temperature after a reset (None: the recipe's choice: reset for paper-sac, keep otherwise and for redo)"""
-    polar_method: Literal["newton_schulz", "polar_express", "svd"] = "newton_schulz"
-    """how FIRE computes the polar factor: cubic Newton-Schulz (the paper), Polar Express, or an exact SVD"""
-    ns_steps: int = 10
-    """Newton-Schulz iterations (the paper's 10)"""
-    ns_tol: float | None = None
-    """if set, iterate until max|sigma - 1| <= ns_tol instead of a fixed number of steps"""
+    reset_kinds: tuple[str, ...] = ()
+    """custom recipe: layer kinds (linear, conv, norm; norm: sp and full only; empty: linear and conv)"""
+    reset_roles: tuple[str, ...] = ()
+    """custom recipe: layer roles (encoder, head)"""
+    reset_names: tuple[str, ...] = ()
+    """custom recipe: fnmatch patterns of layer names"""
+    reset_target: Literal["recipe", "copy", "changed", "same", "keep"] = "recipe"
+    """target networks after a reset: copy the online network; changed: copy only the tensors the reset changed;
+    same: the same operation on the target's own weights; keep; recipe: paper-dqn changed for fire, same otherwise;
+    paper-sac and custom copy; redo keep"""
+    reset_optimizer: Literal["recipe", "keep", "reset-changed", "rebuild"] = "recipe"
+    """optimizer state after a reset (recipe: paper-dqn keeps Adam's state, pi a fresh Adam; paper-sac rebuilds,
+    redo keeps)"""
+    reset_temperature: Literal["recipe", "keep", "reset"] = "recipe"
+    """SAC's temperature after a reset (recipe: paper-sac resets it, except for redo)"""
     fire_scale: Literal["muon", "isometry", "none"] = "muon"
-    """FIRE's scale after orthogonalising: the official rule (muon), the same with convs scaled to an isometry on
-    average (isometry), or none (fire_rl.polar.fire_scale)"""
+    """FIRE's scale after orthogonalising: muon (the official rule, sqrt(d_out/d_in), convs also / (k_h k_w)),
+    isometry (convs / sqrt(k_h k_w) instead, so the flattened conv is an isometry up to sqrt(d_out/d_in)), or none"""
+    polar_method: Literal["newton_schulz", "polar_express", "svd"] = "newton_schulz"
+    """FIRE's polar factor: cubic Newton-Schulz (the paper), Polar Express (with --ns-tol), or an exact SVD"""
+    ns_steps: int = 10
+    """Newton-Schulz iterations"""
+    ns_tol: float | None = None
+    """iterate Newton-Schulz until max|sigma-1| <= ns_tol instead"""
     sp_alpha: float = 0.2
-    """Shrink & Perturb: theta <- alpha * theta + (1 - alpha) * theta_new (alpha = share of trained weights kept)"""
-    toward: Literal["init", "random"] = "init"
-    """S&P, full reset and injection: move toward theta_0 or a fresh random draw"""
+    """Shrink & Perturb: theta <- alpha*theta + (1-alpha)*theta_0"""
+    reset_toward: Literal["init", "random"] = "init"
+    """S&P / full reset / injection toward theta_0 or a fresh draw"""
     redo_tau: float = 0.1
-    """ReDo: a neuron is dormant when its score E|h_i| / mean_j E|h_j| <= redo_tau (ReDo's benchmarks: 0.1)"""
+    """ReDo's dormancy threshold tau"""
 
     def __post_init__(self) -> None:
-        self.at = tuple(self.at)
-        self.kinds, self.roles, self.names = tuple(self.kinds), tuple(self.roles), tuple(self.names)
+        self.reset_at = tuple(self.reset_at)
+        self.reset_kinds, self.reset_roles = tuple(self.reset_kinds), tuple(self.reset_roles)
+        self.reset_names = tuple(self.reset_names)
         self.validate()
-        self.at = tuple(int(s) for s in self.at)
+        self.reset_at = tuple(int(s) for s in self.reset_at)
 
     def validate(self, total_steps: int | None = None) -> None:
         """Check every field (done at construction) and, given the run's length `total_steps` (env steps), that no
-        explicit reset step lies beyond it.
+        explicit reset step lies beyond it. `reset_at_start` is not checked: the scheduler ignores it
+        (fire_rl.run adds the branch point to `reset_at`).
 
         Raises:
-            ValueError: the message names the field, its flag, the value and what is allowed.
+            ValueError: the message names the flag, the value and what is allowed.
         """
-        _choice("method", self.method, METHODS)
-        _choice("recipe", self.recipe, RECIPES)
-        if self.target is not None:
-            _choice("target", self.target, TARGETS)
-        if self.optimizer is not None:
-            _choice("optimizer", self.optimizer, OPTIMIZERS)
-        if self.temperature is not None:
-            _choice("temperature", self.temperature, TEMPERATURES)
-        _choice("polar_method", self.polar_method, POLAR_METHODS)
-        _choice("fire_scale", self.fire_scale, FIRE_SCALES)
-        _choice("toward", self.toward, TOWARDS)
-        if not all(_is_int(s) and s > 0 for s in self.at):
-            raise _bad("at", list(self.at), "every reset step must be a positive int (env steps)")
-        if not _is_int(self.every) or self.every < 0:
-            raise _bad("every", self.every, "must be an int >= 0 env steps (0 turns periodic resets off)")
-        if not _is_int(self.start) or self.start < 0:
-            raise _bad("start", self.start, "must be an int >= 0 env steps")
-        if self.stop is not None and (not _is_int(self.stop) or self.stop < self.start):
-            raise _bad("stop", self.stop, f"must be None or an int >= start={self.start}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise _bad(name, getattr(self, name), f"not allowed; choose one of {list(allowed)}")
+        if not all(_is_int(s) and s > 0 for s in self.reset_at):
+            raise _bad("reset_at", list(self.reset_at), "every reset step must be a positive int (env steps)")
+        if not _is_int(self.reset_every) or self.reset_every < 0:
+            raise _bad("reset_every", self.reset_every, "must be an int >= 0 env steps (0 turns periodic resets off)")
+        if not _is_int(self.reset_start) or self.reset_start < 0:
+            raise _bad("reset_start", self.reset_start, "must be an int >= 0 env steps")
+        if self.reset_stop is not None and (not _is_int(self.reset_stop) or self.reset_stop < self.reset_start):
+            raise _bad("reset_stop", self.reset_stop, f"must be None or an int >= --reset-start={self.reset_start}")
         if not _is_int(self.ns_steps) or self.ns_steps < 1:
             raise _bad("ns_steps", self.ns_steps, "must be an int >= 1")
         if self.ns_tol is not None and not (_is_real(self.ns_tol) and 0 < self.ns_tol < 1):
@@ -218,63 +186,75 @@ class ResetConfig:
             raise _bad("sp_alpha", self.sp_alpha, "must be a finite float in [0, 1] (share of trained weights kept)")
         if not (_is_real(self.redo_tau) and self.redo_tau >= 0):
             raise _bad("redo_tau", self.redo_tau, "must be a finite float >= 0 (0.1 in ReDo's benchmarks)")
-        for name, allowed in (("kinds", tuple(KINDS)), ("roles", ROLES)):
+        for name, allowed in (("reset_kinds", tuple(KINDS)), ("reset_roles", ROLES)):
             values = getattr(self, name)
             bad = [v for v in values if v not in allowed]
             if bad:
                 raise _bad(name, values, f"unknown value(s) {bad}; allowed: {list(allowed)}")
-        if not all(isinstance(p, str) and p for p in self.names):
-            raise _bad("names", self.names, "every pattern must be a non-empty string")
-        selection = [n for n in ("kinds", "roles", "names") if getattr(self, n)]
-        if selection and self.method != "none":
-            flags = "/".join(FLAGS[n] for n in selection)
-            if self.recipe != "custom":
-                raise _bad("recipe", self.recipe, f"{flags} choose layers for the custom recipe only; give custom")
-            if self.method in ("pi", "redo"):
-                what = "injects into each network's head" if self.method == "pi" else "recycles every ReLU layer"
-                raise _bad("method", self.method, f"{flags} do not apply: it {what}")
-        if self.method == "fire" and "norm" in self.kinds:
-            raise _bad("kinds", self.kinds, "FIRE orthogonalises matrices; kind norm applies to sp and full only")
-        if self.method != "none" and not self.at and self.every == 0:
-            raise _bad("method", self.method, "has no schedule: give `at` (--reset-at, env steps) or `every`")
+        if not all(isinstance(p, str) and p for p in self.reset_names):
+            raise _bad("reset_names", self.reset_names, "every pattern must be a non-empty string")
+        selection = [n for n in ("reset_kinds", "reset_roles", "reset_names") if getattr(self, n)]
+        if selection and self.reset != "none":
+            flags = "/".join(_flag(n) for n in selection)
+            if self.reset_recipe != "custom":
+                raise _bad(
+                    "reset_recipe", self.reset_recipe, f"{flags} choose layers for the custom recipe only; give custom"
+                )
+            if self.reset in ("pi", "redo"):
+                what = "injects into each network's head" if self.reset == "pi" else "recycles every ReLU layer"
+                raise _bad("reset", self.reset, f"{flags} do not apply: it {what}")
+        if self.reset == "fire" and "norm" in self.reset_kinds:
+            raise _bad(
+                "reset_kinds", self.reset_kinds, "FIRE orthogonalises matrices; kind norm applies to sp and full only"
+            )
+        if self.reset != "none" and not self.reset_at and self.reset_every == 0:
+            raise _bad("reset", self.reset, "has no schedule: give --reset-at (env steps) or --reset-every")
         if total_steps is not None and self.enabled:
-            late = [s for s in self.at if s > total_steps]
+            late = [s for s in self.reset_at if s > total_steps]
             if late:
-                raise _bad("at", list(self.at), f"{late} lies beyond total_timesteps={total_steps} (env steps)")
+                raise _bad(
+                    "reset_at", list(self.reset_at), f"{late} lies beyond total_timesteps={total_steps} (env steps)"
+                )
 
     @property
     def enabled(self) -> bool:
         """Whether any reset is configured (method other than none)."""
-        return self.method != "none"
+        return self.reset != "none"
 
     def target_policy(self) -> str:
-        """`target`, or the recipe's choice: paper-dqn copies what FIRE changed into the target and applies S&P, full
-        resets and injection to the target's own weights; otherwise copy. ReDo keeps the target (the agent's target
-        updates follow the online network)."""
-        if self.target is not None:
-            return self.target
-        if self.method == "redo":
+        """`reset_target`, or the recipe's choice: paper-dqn copies what FIRE changed into the target and applies S&P,
+        full resets and injection to the target's own weights; otherwise copy. ReDo keeps the target (the agent's
+        target updates follow the online network)."""
+        if self.reset_target != "recipe":
+            return self.reset_target
+        if self.reset == "redo":
             return "keep"
-        if self.recipe == "paper-dqn":
-            return "changed" if self.method == "fire" else "same"
+        if self.reset_recipe == "paper-dqn":
+            return "changed" if self.reset == "fire" else "same"
         return "copy"
 
     def optimizer_policy(self) -> str:
-        """`optimizer`, or the recipe's choice: rebuild for paper-sac (ReDo: keep, it zeroes the moments of the weights
-        it recycles itself) and for paper-dqn's plasticity injection; keep otherwise."""
-        if self.optimizer is not None:
-            return self.optimizer
-        if self.method == "redo":
+        """`reset_optimizer`, or the recipe's choice: rebuild for paper-sac (ReDo: keep, it zeroes the moments of the
+        weights it recycles itself) and for paper-dqn's plasticity injection; keep otherwise."""
+        if self.reset_optimizer != "recipe":
+            return self.reset_optimizer
+        if self.reset == "redo":
             return "keep"
-        if self.recipe == "paper-sac" or (self.recipe == "paper-dqn" and self.method == "pi"):
+        if self.reset_recipe == "paper-sac" or (self.reset_recipe == "paper-dqn" and self.reset == "pi"):
             return "rebuild"
         return "keep"
 
     def temperature_policy(self) -> str:
-        """`temperature`, or the recipe's choice: reset for paper-sac (except ReDo), keep otherwise."""
-        if self.temperature is not None:
-            return self.temperature
-        return "reset" if self.recipe == "paper-sac" and self.method != "redo" else "keep"
+        """`reset_temperature`, or the recipe's choice: reset for paper-sac (except ReDo), keep otherwise."""
+        if self.reset_temperature != "recipe":
+            return self.reset_temperature
+        return "reset" if self.reset_recipe == "paper-sac" and self.reset != "redo" else "keep"
+
+
+# The allowed values of every choice field, read from its Literal annotation (declared once, above).
+CHOICES: dict[str, tuple[str, ...]] = {
+    name: get_args(hint) for name, hint in get_type_hints(ResetConfig).items() if get_origin(hint) is Literal
+}
 
 
 @dataclass
@@ -373,7 +353,7 @@ class ResetScheduler:
         log_fn: ``log_fn(tag, value, global_step)`` for scalars (e.g. a tensorboard ``SummaryWriter.add_scalar``); the
             scheduler logs under ``reset/``. None: no scalar logging.
         run_dir: where the JSON-lines event log ``resets.jsonl`` goes (one object per event). None: no file.
-        total_steps: the run's length in env steps, to validate `config.at`.
+        total_steps: the run's length in env steps, to validate `config.reset_at`.
 
     Raises:
         ValueError: an invalid config, or a reset step beyond `total_steps`.
@@ -437,10 +417,11 @@ class ResetScheduler:
         """Resolve, now, everything a reset will need from the registered networks, so that a reset that cannot run is
         refused at start-up and not at its scheduled step. Call it right after the last `add_network`.
 
-        Checks, for every registered network: every value of `kinds`, `roles` and `names` (custom recipe) selects at
-        least one of its layers and together they select some; the paper recipes find the layers they act on; ReDo
-        finds an `nn.ReLU` to recycle; plasticity injection finds a ``head`` child; a target network has the online
-        network's parameter names and shapes; an optimizer the reset rebuilds has one parameter group. Nothing changes.
+        Checks, for every registered network: every value of `reset_kinds`, `reset_roles` and `reset_names` (custom
+        recipe) selects at least one of its layers and together they select some; the paper recipes find the layers
+        they act on; ReDo finds an `nn.ReLU` to recycle; plasticity injection finds a ``head`` child; a target network
+        has the online network's parameter names and shapes; an optimizer the reset rebuilds has one parameter group.
+        Nothing changes.
 
         Raises:
             ValueError: a check failed; the message names the flag and value (``--reset-kinds lstm``,
@@ -451,23 +432,23 @@ class ResetScheduler:
         if not cfg.enabled:
             return
         if not self.entries:
-            raise ValueError(f"--reset {cfg.method}: no network is registered with the reset scheduler")
-        rebuilds = cfg.optimizer_policy() == "rebuild" or cfg.method == "pi"
+            raise ValueError(f"--reset {cfg.reset}: no network is registered with the reset scheduler")
+        rebuilds = cfg.optimizer_policy() == "rebuild" or cfg.reset == "pi"
         for entry in self.entries.values():
             net, label = entry.online, f"network {entry.name!r} ({type(entry.online).__name__})"
             layers = ", ".join(f"{n} ({layer_kind(m)})" for n, m in all_layers(net, tuple(KINDS)).items()) or "none"
-            if cfg.recipe == "custom" and cfg.method not in ("pi", "redo"):
+            if cfg.reset_recipe == "custom" and cfg.reset not in ("pi", "redo"):
                 self._check_selection(entry, label, layers)
             try:
                 self._ops(entry)
             except ValueError as err:
-                raise ValueError(f"--reset {cfg.method} --reset-recipe {cfg.recipe}: {label}: {err}") from err
-            if cfg.method == "redo" and not any(isinstance(m, nn.ReLU) for m in net.modules()):
+                raise ValueError(f"--reset {cfg.reset} --reset-recipe {cfg.reset_recipe}: {label}: {err}") from err
+            if cfg.reset == "redo" and not any(isinstance(m, nn.ReLU) for m in net.modules()):
                 raise ValueError(
                     f"--reset redo: {label} has no nn.ReLU activation to recycle (a SimBa network with no residual "
                     "block has none)"
                 )
-            if cfg.method == "pi" and not isinstance(getattr(net, "head", None), nn.Module):
+            if cfg.reset == "pi" and not isinstance(getattr(net, "head", None), nn.Module):
                 raise ValueError(f"--reset pi: {label} has no top-level child `head` to inject into")
             if entry.target is not None:
                 ours = {n: tuple(p.shape) for n, p in net.named_parameters()}
@@ -477,17 +458,18 @@ class ResetScheduler:
                     raise ValueError(f"the target of {label} differs from it in parameters {diff[:4]}")
             if rebuilds and entry.optimizer is not None and len(entry.optimizer.param_groups) != 1:
                 raise ValueError(
-                    f"--reset {cfg.method}: the optimizer of {label} has {len(entry.optimizer.param_groups)} "
+                    f"--reset {cfg.reset}: the optimizer of {label} has {len(entry.optimizer.param_groups)} "
                     "parameter groups; a reset that rebuilds it needs one"
                 )
 
     def _check_selection(self, entry: _Entry, label: str, layers: str) -> None:
-        """The custom recipe's `kinds`, `roles` and `names` on one network, each value on its own, then together."""
+        """The custom recipe's `reset_kinds`, `reset_roles` and `reset_names` on one network, each value on its own,
+        then together."""
         cfg, net = self.config, entry.online
-        for kind in cfg.kinds:
+        for kind in cfg.reset_kinds:
             if not all_layers(net, (kind,)):
                 raise ValueError(f"--reset-kinds {kind} selects no layer of {label}; its layers: {layers}")
-        for role in cfg.roles:
+        for role in cfg.reset_roles:
             child = getattr(net, role, None)
             if not isinstance(child, nn.Module) or not all_layers(child, tuple(KINDS)):
                 raise ValueError(
@@ -495,14 +477,18 @@ class ResetScheduler:
                     f"layers; its layers: {layers}"
                 )
         every = list(all_layers(net, tuple(KINDS)))
-        for pattern in cfg.names:
+        for pattern in cfg.reset_names:
             if not any(fnmatch.fnmatchcase(n, pattern) for n in every):
                 raise ValueError(f"--reset-names {pattern!r} matches no layer of {label}; its layers: {layers}")
         try:
-            select_layers(net, kinds=cfg.kinds or None, roles=cfg.roles or None, names=cfg.names or None)
+            select_layers(
+                net, kinds=cfg.reset_kinds or None, roles=cfg.reset_roles or None, names=cfg.reset_names or None
+            )
         except ValueError as err:
             given = " ".join(
-                f"{FLAGS[n]} {' '.join(getattr(cfg, n))}" for n in ("kinds", "roles", "names") if getattr(cfg, n)
+                f"{_flag(n)} {' '.join(getattr(cfg, n))}"
+                for n in ("reset_kinds", "reset_roles", "reset_names")
+                if getattr(cfg, n)
             )
             raise ValueError(
                 f"{given.strip() or 'the default selection'} together select no layer of {label}; its layers: {layers}"
@@ -514,11 +500,11 @@ class ResetScheduler:
         cfg = self.config
         if not cfg.enabled:
             return math.inf
-        cands = [s for s in cfg.at if s > self.last_step and s >= cfg.start]
-        if cfg.every > 0:
-            first = max(self.last_step + 1, cfg.start)
-            cands.append(-(-first // cfg.every) * cfg.every)
-        return min((s for s in cands if cfg.stop is None or s <= cfg.stop), default=math.inf)
+        cands = [s for s in cfg.reset_at if s > self.last_step and s >= cfg.reset_start]
+        if cfg.reset_every > 0:
+            first = max(self.last_step + 1, cfg.reset_start)
+            cands.append(-(-first // cfg.reset_every) * cfg.reset_every)
+        return min((s for s in cands if cfg.reset_stop is None or s <= cfg.reset_stop), default=math.inf)
 
     def _crossed(self, global_step: int) -> list[int]:
         pts = []
@@ -553,22 +539,24 @@ class ResetScheduler:
             ValueError: a selection that matches no layer of the network (`select_layers`).
         """
         cfg, net = self.config, entry.online
-        if cfg.method == "pi":
+        if cfg.reset == "pi":
             return [("pi", None)]
-        if cfg.method == "redo":  # ReDo finds its (producer, ReLU, consumer) triples itself
+        if cfg.reset == "redo":  # ReDo finds its (producer, ReLU, consumer) triples itself
             return [("redo", None)]
         every_parameter = tuple(KINDS)  # Linear, Conv2d and normalisation layers: all parameters of our networks
-        if cfg.recipe == "paper-dqn":
-            if cfg.method == "full":
+        if cfg.reset_recipe == "paper-dqn":
+            if cfg.reset == "full":
                 return [("full", select_layers(net, kinds=every_parameter))]
             convs = select_layers(net, kinds=["conv"])
             linears = select_layers(net, kinds=["linear"])
-            return [(cfg.method, convs), ("full", linears)]
-        if cfg.recipe == "paper-sac":
+            return [(cfg.reset, convs), ("full", linears)]
+        if cfg.reset_recipe == "paper-sac":
             # Official SAC: FIRE maps every Dense kernel; S&P and the full reset act on every parameter.
-            return [(cfg.method, select_layers(net, kinds=MATRIX_KINDS if cfg.method == "fire" else every_parameter))]
-        layers = select_layers(net, kinds=cfg.kinds or None, roles=cfg.roles or None, names=cfg.names or None)
-        return [(cfg.method, layers)]
+            return [(cfg.reset, select_layers(net, kinds=MATRIX_KINDS if cfg.reset == "fire" else every_parameter))]
+        layers = select_layers(
+            net, kinds=cfg.reset_kinds or None, roles=cfg.reset_roles or None, names=cfg.reset_names or None
+        )
+        return [(cfg.reset, layers)]
 
     def _run_op(self, op: str, entry: _Entry, net: nn.Module, layers, inputs) -> ResetReport:
         return OPERATIONS[op](self.config, entry, net, layers, inputs)
@@ -643,14 +631,14 @@ class ResetScheduler:
             if self.temperature.optimizer is not None:
                 self.temperature.optimizer.state.clear()
         seconds = time.perf_counter() - t0
-        event = ResetEvent(global_step, update_step, cfg.method, list(points or [global_step]), seconds, scalars)
+        event = ResetEvent(global_step, update_step, cfg.reset, list(points or [global_step]), seconds, scalars)
         self.events.append(event)
         self._log(event)
         return event
 
     def _inject(self, entry: _Entry) -> ResetReport:
         cfg = self.config
-        report = inject_plasticity(entry.online, "head", theta0=entry.theta0, toward=cfg.toward)
+        report = inject_plasticity(entry.online, "head", theta0=entry.theta0, toward=cfg.reset_toward)
         if entry.target is not None:
             # The target gets the same (function-preserving) structure so that copies and EMAs line up parameter by
             # parameter, with its own weights as the frozen old head (official DQN); the "copy" policy then
@@ -675,7 +663,7 @@ class ResetScheduler:
     def _check_finite(self, entry: _Entry, when: str) -> None:
         bad = nonfinite_parameters({entry.name: entry.online})
         if bad:
-            what = "the network already held" if when == "before" else f"the {self.config.method} reset produced"
+            what = "the network already held" if when == "before" else f"the {self.config.reset} reset produced"
             raise FloatingPointError(f"{what} NaN/Inf in parameter(s) {bad} ({when} the reset)")
 
     def _log(self, event: ResetEvent) -> None:
@@ -754,11 +742,11 @@ def _fire(cfg: ResetConfig, entry: _Entry, net: nn.Module, layers, inputs) -> Re
 
 
 def _shrink_perturb(cfg: ResetConfig, entry: _Entry, net: nn.Module, layers, inputs) -> ResetReport:
-    return shrink_perturb_(net, layers, entry.theta0, alpha=cfg.sp_alpha, toward=cfg.toward)
+    return shrink_perturb_(net, layers, entry.theta0, alpha=cfg.sp_alpha, toward=cfg.reset_toward)
 
 
 def _full(cfg: ResetConfig, entry: _Entry, net: nn.Module, layers, inputs) -> ResetReport:
-    return full_reset_(net, layers, entry.theta0, toward=cfg.toward)
+    return full_reset_(net, layers, entry.theta0, toward=cfg.reset_toward)
 
 
 def _redo(cfg: ResetConfig, entry: _Entry, net: nn.Module, layers, inputs) -> ResetReport:
@@ -767,7 +755,8 @@ def _redo(cfg: ResetConfig, entry: _Entry, net: nn.Module, layers, inputs) -> Re
 
 
 # The in-place operations the recipes use, by name: adding a method is its module in fire_rl/resets/ plus one line
-# here (and its name in METHODS). Plasticity injection is structural and handled by `ResetScheduler._inject`.
+# here (and its name in the Literal of `ResetConfig.reset`). Plasticity injection is structural and handled by
+# `ResetScheduler._inject`.
 OPERATIONS: dict[str, Callable[..., ResetReport]] = {"fire": _fire, "sp": _shrink_perturb, "full": _full, "redo": _redo}
 
 

@@ -106,7 +106,7 @@ def trained_dqn(method: str):
     init = copy.deepcopy(q)
     target = copy.deepcopy(q)
     opt = torch.optim.Adam(q.parameters(), lr=1e-3, eps=1.5e-4)
-    sched = ResetScheduler(ResetConfig(method=method, recipe="paper-dqn", at=(100,)))
+    sched = ResetScheduler(ResetConfig(reset=method, reset_recipe="paper-dqn", reset_at=(100,)))
     sched.add_network("q", q, target=target, optimizer=opt)
     sched.check()
     _train(q, opt, _batches(3, seed=1))
@@ -235,7 +235,7 @@ def sac_setup(method: str, act_dim: int = 6, **cfg):
     alpha_opt = torch.optim.AdamW([log_alpha], lr=1e-3, weight_decay=0.0)
     g = torch.Generator().manual_seed(7)
     obs, act = torch.randn(64, 11, generator=g), torch.rand(64, act_dim, generator=g) * 2 - 1
-    sched = ResetScheduler(ResetConfig(method=method, recipe="paper-sac", at=(10,), **cfg))
+    sched = ResetScheduler(ResetConfig(reset=method, reset_recipe="paper-sac", reset_at=(10,), **cfg))
     sched.add_network("actor", actor, optimizer=a_opt, probe=lambda: (obs,))
     sched.add_network("qf1", qf1, target=qf1_t, optimizer=q_opt, probe=lambda: (obs, act))
     sched.add_network("qf2", qf2, target=qf2_t, optimizer=q_opt, probe=lambda: (obs, act))

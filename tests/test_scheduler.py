@@ -2,14 +2,17 @@
 
 import json
 import math
+from dataclasses import dataclass, fields
 
 import pytest
 import torch
 
+from fire_rl.cli import PlasticityArgs, RunArgs
 from fire_rl.networks import QNetwork, SimbaActor, SimbaCritic
-from fire_rl.polar import fire_scale, polar
+from fire_rl.polar import FIRE_SCALES, fire_scale, polar
+from fire_rl.polar import METHODS as POLAR_METHODS
 from fire_rl.resets import InjectedHead, capture_theta0
-from fire_rl.scheduler import ResetConfig, ResetScheduler
+from fire_rl.scheduler import CHOICES, ResetConfig, ResetScheduler
 
 
 def make_dqn(method="fire", n_actions=4, **cfg):
@@ -18,8 +21,9 @@ def make_dqn(method="fire", n_actions=4, **cfg):
     target = QNetwork(n_actions, init="xavier")
     target.load_state_dict(q.state_dict())
     opt = torch.optim.Adam(q.parameters(), lr=1e-3)
-    cfg.setdefault("at", (100,))
-    sched = ResetScheduler(ResetConfig(method=method, recipe=cfg.pop("recipe", "paper-dqn"), **cfg))
+    cfg.setdefault("reset_at", (100,))
+    cfg.setdefault("reset_recipe", "paper-dqn")
+    sched = ResetScheduler(ResetConfig(reset=method, **cfg))
     sched.add_network("q", q, target=target, optimizer=opt)
     return q, target, opt, sched
 
@@ -36,7 +40,7 @@ def train_steps(q, opt, n=3, seed=1):
 
 @pytest.mark.parametrize("jump", [1, 4, 7])
 def test_events_fire_once_when_crossed(jump):
-    cfg = ResetConfig(method="full", recipe="custom", at=(50, 120), every=100, stop=350)
+    cfg = ResetConfig(reset="full", reset_recipe="custom", reset_at=(50, 120), reset_every=100, reset_stop=350)
     q = QNetwork(4)
     sched = ResetScheduler(cfg)
     sched.add_network("q", q)
@@ -54,18 +58,20 @@ def test_events_fire_once_when_crossed(jump):
 
 
 def test_schedule_window_and_validation():
-    sched = ResetScheduler(ResetConfig(method="full", recipe="custom", every=100, start=250, stop=500))
+    sched = ResetScheduler(
+        ResetConfig(reset="full", reset_recipe="custom", reset_every=100, reset_start=250, reset_stop=500)
+    )
     sched.add_network("q", QNetwork(4))
     assert [s for s in range(0, 1001, 50) if sched.step(s, s) is not None] == [300, 400, 500]
     with pytest.raises(ValueError, match="beyond total_timesteps"):
-        ResetScheduler(ResetConfig(method="fire", at=(2000,)), total_steps=1000)
+        ResetScheduler(ResetConfig(reset="fire", reset_at=(2000,)), total_steps=1000)
     for bad, match in [
-        (dict(method="nope", at=(1,)), "method='nope'"),
-        (dict(method="fire"), "no schedule"),
-        (dict(method="sp", at=(1,), sp_alpha=1.5), "sp_alpha=1.5"),
-        (dict(method="fire", at=(0,)), "positive"),
-        (dict(method="fire", at=(5,), target="moved"), "target='moved'"),
-        (dict(method="fire", at=(5,), optimizer="zero"), "optimizer='zero'"),
+        (dict(reset="nope", reset_at=(1,)), "--reset='nope'"),
+        (dict(reset="fire"), "no schedule"),
+        (dict(reset="sp", reset_at=(1,), sp_alpha=1.5), "--sp-alpha=1.5"),
+        (dict(reset="fire", reset_at=(0,)), "positive"),
+        (dict(reset="fire", reset_at=(5,), reset_target="moved"), "--reset-target='moved'"),
+        (dict(reset="fire", reset_at=(5,), reset_optimizer="zero"), "--reset-optimizer='zero'"),
     ]:
         with pytest.raises(ValueError, match=match):
             ResetConfig(**bad)
@@ -113,7 +119,9 @@ def test_fire_conv_equals_polar_of_trained_slices():
 
 
 def test_reset_changed_zeroes_only_changed_moments():
-    q, target, opt, sched = make_dqn("fire", recipe="custom", kinds=("linear",), optimizer="reset-changed")
+    q, target, opt, sched = make_dqn(
+        "fire", reset_recipe="custom", reset_kinds=("linear",), reset_optimizer="reset-changed"
+    )
     train_steps(q, opt)
     sched.apply(100, 0)
     for name, p in q.named_parameters():
@@ -125,7 +133,9 @@ def test_reset_changed_zeroes_only_changed_moments():
 
 
 def test_rebuild_and_same_target_policies():
-    q, target, opt, sched = make_dqn("sp", recipe="custom", optimizer="rebuild", target="same", sp_alpha=0.5)
+    q, target, opt, sched = make_dqn(
+        "sp", reset_recipe="custom", reset_optimizer="rebuild", reset_target="same", sp_alpha=0.5
+    )
     train_steps(q, opt)
     target_before = {k: v.clone() for k, v in target.state_dict().items()}
     online_before = {k: v.clone() for k, v in q.state_dict().items()}
@@ -138,7 +148,7 @@ def test_rebuild_and_same_target_policies():
 
 
 def test_plasticity_injection_through_scheduler():
-    q, target, opt, sched = make_dqn("pi", recipe="custom")
+    q, target, opt, sched = make_dqn("pi", reset_recipe="custom")
     train_steps(q, opt)
     x = torch.randint(0, 256, (16, 4, 84, 84), dtype=torch.uint8)
     with torch.no_grad():
@@ -158,7 +168,7 @@ def test_plasticity_injection_through_scheduler():
 
 
 def test_state_dict_round_trip_with_injection(tmp_path):
-    q, target, opt, sched = make_dqn("pi", at=(100, 200))
+    q, target, opt, sched = make_dqn("pi", reset_at=(100, 200))
     sched.events_path = tmp_path / "resets.jsonl"
     train_steps(q, opt)
     sched.step(150, 10)
@@ -167,7 +177,7 @@ def test_state_dict_round_trip_with_injection(tmp_path):
     sched.step(250, 20)  # a killed run may log an event after its checkpoint
     assert len((tmp_path / "resets.jsonl").read_text().splitlines()) == 2
 
-    q2, target2, opt2, sched2 = make_dqn("pi", at=(100, 200))
+    q2, target2, opt2, sched2 = make_dqn("pi", reset_at=(100, 200))
     sched2.events_path = tmp_path / "resets.jsonl"
     sched2.load_state_dict(state)
     q2.load_state_dict(net_state)
@@ -188,7 +198,7 @@ def test_paper_sac_recipe_resets_optimizers_and_temperature():
     a_opt = torch.optim.AdamW(actor.parameters(), lr=1e-3)
     log_alpha = torch.tensor(0.01).log().requires_grad_()
     alpha_opt = torch.optim.AdamW([log_alpha], lr=1e-3)
-    sched = ResetScheduler(ResetConfig(method="fire", recipe="paper-sac", at=(10,)))
+    sched = ResetScheduler(ResetConfig(reset="fire", reset_recipe="paper-sac", reset_at=(10,)))
     sched.add_network("actor", actor, optimizer=a_opt)
     sched.add_network("qf1", qf1, target=qf1_t, optimizer=q_opt)
     sched.add_network("qf2", qf2, target=qf2_t, optimizer=q_opt)
@@ -211,7 +221,7 @@ def test_paper_sac_recipe_resets_optimizers_and_temperature():
 
 
 def test_nan_from_a_reset_is_named():
-    q, _, _, sched = make_dqn("fire", recipe="custom", kinds=("linear",))
+    q, _, _, sched = make_dqn("fire", reset_recipe="custom", reset_kinds=("linear",))
     with torch.no_grad():
         q.head[0].weight[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="head"):
@@ -221,7 +231,7 @@ def test_nan_from_a_reset_is_named():
 def test_theta0_is_captured_at_registration():
     q = QNetwork(4)
     theta0 = capture_theta0(q)
-    sched = ResetScheduler(ResetConfig(method="full", recipe="custom", at=(10,)))
+    sched = ResetScheduler(ResetConfig(reset="full", reset_recipe="custom", reset_at=(10,)))
     sched.add_network("q", q)
     for k, v in theta0.items():
         assert torch.equal(sched.theta0("q")[k], v)
@@ -233,30 +243,59 @@ def test_theta0_is_captured_at_registration():
 @pytest.mark.parametrize(
     ("cfg", "needles"),
     [
-        (dict(recipe="custom", kinds=("lstm",)), ["kinds", "--reset-kinds", "lstm", "linear", "conv", "norm"]),
-        (dict(recipe="custom", roles=("bogus",)), ["--reset-roles", "bogus", "encoder", "head"]),
-        (dict(recipe="paper-dqn", kinds=("conv",)), ["--reset-kinds", "custom"]),
-        (dict(method="pi", recipe="custom", roles=("head",)), ["--reset-roles", "do not apply"]),
-        (dict(method="redo", recipe="custom", names=("head.*",)), ["--reset-names", "do not apply"]),
-        (dict(recipe="custom", kinds=("norm",)), ["norm", "sp and full"]),
-        (dict(method="sp", sp_alpha=math.nan), ["sp_alpha=nan", "--sp-alpha"]),
-        (dict(method="sp", sp_alpha=-0.1), ["sp_alpha=-0.1"]),
-        (dict(method="redo", redo_tau=math.inf), ["redo_tau=inf", "--redo-tau"]),
-        (dict(method="redo", redo_tau=-1.0), ["redo_tau=-1.0"]),
-        (dict(ns_tol=math.nan), ["ns_tol=nan", "--ns-tol"]),
-        (dict(ns_tol=0.0), ["ns_tol=0.0"]),
-        (dict(ns_steps=0), ["ns_steps=0", "--ns-steps"]),
-        (dict(fire_scale="iso"), ["fire_scale='iso'", "isometry"]),
-        (dict(every=-5, at=()), ["every=-5", "--reset-every"]),
-        (dict(start=10, stop=5), ["stop=5", "--reset-stop"]),
+        (dict(reset_recipe="custom", reset_kinds=("lstm",)), ["--reset-kinds=('lstm',)", "linear", "conv", "norm"]),
+        (dict(reset_recipe="custom", reset_roles=("bogus",)), ["--reset-roles", "bogus", "encoder", "head"]),
+        (dict(reset_recipe="paper-dqn", reset_kinds=("conv",)), ["--reset-kinds", "custom"]),
+        (dict(reset="pi", reset_recipe="custom", reset_roles=("head",)), ["--reset-roles", "do not apply"]),
+        (dict(reset="redo", reset_recipe="custom", reset_names=("head.*",)), ["--reset-names", "do not apply"]),
+        (dict(reset_recipe="custom", reset_kinds=("norm",)), ["norm", "sp and full"]),
+        (dict(reset="sp", sp_alpha=math.nan), ["--sp-alpha=nan"]),
+        (dict(reset="sp", sp_alpha=-0.1), ["--sp-alpha=-0.1"]),
+        (dict(reset="redo", redo_tau=math.inf), ["--redo-tau=inf"]),
+        (dict(reset="redo", redo_tau=-1.0), ["--redo-tau=-1.0"]),
+        (dict(ns_tol=math.nan), ["--ns-tol=nan"]),
+        (dict(ns_tol=0.0), ["--ns-tol=0.0"]),
+        (dict(ns_steps=0), ["--ns-steps=0"]),
+        (dict(fire_scale="iso"), ["--fire-scale='iso'", "isometry"]),
+        (dict(reset_every=-5, reset_at=()), ["--reset-every=-5"]),
+        (dict(reset_start=10, reset_stop=5), ["--reset-stop=5", "--reset-start=10"]),
     ],
 )
 def test_config_refuses_bad_values_naming_them(cfg, needles):
-    cfg = {"method": "fire", "at": (10,), **cfg}
+    cfg = {"reset": "fire", "reset_at": (10,), **cfg}
     with pytest.raises(ValueError) as info:
         ResetConfig(**cfg)
     for needle in needles:
         assert needle in str(info.value), (needle, str(info.value))
+
+
+def test_choices_are_the_literals_the_kernels_accept():
+    assert CHOICES["polar_method"] == POLAR_METHODS and CHOICES["fire_scale"] == FIRE_SCALES
+    assert set(CHOICES) == {
+        "reset", "reset_recipe", "reset_target", "reset_optimizer", "reset_temperature", "fire_scale", "polar_method",
+        "reset_toward",
+    }  # fmt: skip
+    cfg = ResetConfig(reset="fire", reset_recipe="paper-sac", reset_at=(5,))
+    assert (cfg.target_policy(), cfg.optimizer_policy(), cfg.temperature_policy()) == ("copy", "rebuild", "reset")
+
+
+def test_the_agents_flags_are_the_config():
+    """PlasticityArgs inherits ResetConfig: the flags are its fields, validated by it once, in `check`."""
+
+    @dataclass
+    class Args(PlasticityArgs, RunArgs):
+        total_timesteps: int = 1_000
+
+    declared = [f.name for f in fields(ResetConfig)]
+    assert [f.name for f in fields(Args) if f.name in declared] == declared
+    args = Args(reset="fire")  # no schedule: `check` gives the FIRE paper's, the midpoint
+    args.check()
+    cfg = args.reset_config()
+    assert type(cfg) is ResetConfig and (cfg.reset, cfg.reset_at, cfg.reset_target) == ("fire", (500,), "recipe")
+    with pytest.raises(ValueError, match=r"--reset-kinds=\('lstm',\)"):
+        Args(reset="fire", reset_recipe="custom", reset_kinds=("lstm",)).check()
+    with pytest.raises(ValueError, match=r"--reset-at=\[2000\]: \[2000\] lies beyond total_timesteps=1000"):
+        Args(reset="fire", reset_at=(2_000,)).check()
 
 
 def sac_networks(blocks: int = 1, hidden: int = 16):
@@ -285,16 +324,20 @@ def sac_scheduler(cfg: ResetConfig, blocks: int = 1):
 @pytest.mark.parametrize(
     ("agent", "cfg", "needle"),
     [
-        ("dqn", dict(kinds=("norm",), method="sp"), "--reset-kinds norm selects no layer of network 'q'"),
-        ("sac", dict(kinds=("conv",)), "--reset-kinds conv selects no layer of network 'actor'"),
-        ("dqn", dict(names=("nonexistent.*",)), "--reset-names 'nonexistent.*' matches no layer of network 'q'"),
-        ("dqn", dict(kinds=("conv",), roles=("head",)), "--reset-kinds conv --reset-roles head together select no"),
-        ("sac", dict(names=("encoder.2.*",)), "--reset-names 'encoder.2.*' matches no layer of network 'actor'"),
+        ("dqn", dict(reset_kinds=("norm",), reset="sp"), "--reset-kinds norm selects no layer of network 'q'"),
+        ("sac", dict(reset_kinds=("conv",)), "--reset-kinds conv selects no layer of network 'actor'"),
+        ("dqn", dict(reset_names=("nonexistent.*",)), "--reset-names 'nonexistent.*' matches no layer of network 'q'"),
+        (
+            "dqn",
+            dict(reset_kinds=("conv",), reset_roles=("head",)),
+            "--reset-kinds conv --reset-roles head together select no",
+        ),
+        ("sac", dict(reset_names=("encoder.2.*",)), "--reset-names 'encoder.2.*' matches no layer of network 'actor'"),
     ],
 )
 def test_check_refuses_a_selection_that_selects_no_layer(agent, cfg, needle):
     """Issue 15: these used to train, write checkpoints, and raise at the first reset step."""
-    cfg = ResetConfig(**{"method": "fire", "recipe": "custom", "at": (100,), **cfg})
+    cfg = ResetConfig(**{"reset": "fire", "reset_recipe": "custom", "reset_at": (100,), **cfg})
     if agent == "dqn":
         sched = ResetScheduler(cfg)
         sched.add_network("q", QNetwork(4))
@@ -308,9 +351,9 @@ def test_check_refuses_a_selection_that_selects_no_layer(agent, cfg, needle):
 @pytest.mark.parametrize("method", ["fire", "sp", "full", "pi", "redo"])
 @pytest.mark.parametrize("recipe", ["paper", "custom"])
 def test_check_accepts_every_recipe_on_the_agents_networks(method, recipe):
-    q, _, _, sched = make_dqn(method, recipe="paper-dqn" if recipe == "paper" else "custom")
+    q, _, _, sched = make_dqn(method, reset_recipe="paper-dqn" if recipe == "paper" else "custom")
     sched.check()
-    cfg = ResetConfig(method=method, recipe="paper-sac" if recipe == "paper" else "custom", at=(10,))
+    cfg = ResetConfig(reset=method, reset_recipe="paper-sac" if recipe == "paper" else "custom", reset_at=(10,))
     sac, _, _ = sac_scheduler(cfg)
     sac.check()
     assert ResetScheduler(ResetConfig()).check() is None, "no method: nothing to check"
@@ -321,13 +364,15 @@ def test_sac_without_residual_blocks():
     (plasticity_metrics' dormant ratio) at the reset step. Now FIRE, S&P, full and injection run (dormant ratio NaN),
     and ReDo, which has nothing to recycle, is refused at start-up."""
     for method in ("pi", "fire", "sp", "full"):
-        sched, nets, (obs, act) = sac_scheduler(ResetConfig(method=method, recipe="paper-sac", at=(10,)), blocks=0)
+        sched, nets, (obs, act) = sac_scheduler(
+            ResetConfig(reset=method, reset_recipe="paper-sac", reset_at=(10,)), blocks=0
+        )
         sched.check()
         event = sched.step(10, 20)
         assert event is not None and math.isnan(event.scalars["actor/dormant_before"])
         assert math.isfinite(event.scalars["qf1/srank_after"])
         nets[0].sample(obs)
-    sched, _, _ = sac_scheduler(ResetConfig(method="redo", recipe="paper-sac", at=(10,)), blocks=0)
+    sched, _, _ = sac_scheduler(ResetConfig(reset="redo", reset_recipe="paper-sac", reset_at=(10,)), blocks=0)
     with pytest.raises(ValueError, match="--reset redo: network 'actor' .* no nn.ReLU"):
         sched.check()
 
@@ -335,7 +380,7 @@ def test_sac_without_residual_blocks():
 def test_check_refuses_a_rebuild_of_a_multi_group_optimizer():
     q = QNetwork(4)
     opt = torch.optim.Adam([{"params": q.encoder.parameters()}, {"params": q.head.parameters(), "lr": 1e-5}])
-    sched = ResetScheduler(ResetConfig(method="fire", recipe="paper-sac", at=(10,)))
+    sched = ResetScheduler(ResetConfig(reset="fire", reset_recipe="paper-sac", reset_at=(10,)))
     sched.add_network("q", q, optimizer=opt)
     with pytest.raises(ValueError, match="2 parameter groups"):
         sched.check()
@@ -345,7 +390,7 @@ def test_check_refuses_a_rebuild_of_a_multi_group_optimizer():
 def test_same_target_policy_replays_the_online_fresh_draw(method):
     """paper-dqn applies S&P and full resets to the target's own weights; toward a fresh draw, the target gets the
     online network's draw (a full reset leaves the two equal)."""
-    q, target, opt, sched = make_dqn(method, toward="random", sp_alpha=0.5)
+    q, target, opt, sched = make_dqn(method, reset_toward="random", sp_alpha=0.5)
     train_steps(q, opt)
     target_before = {k: v.clone() for k, v in target.state_dict().items()}
     online_before = {k: v.clone() for k, v in q.state_dict().items()}
