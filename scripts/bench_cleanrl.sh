@@ -63,7 +63,7 @@ for variant in ours overlap; do
         cd "$REPO"
         "$OURS_PYTHON" agents/dqn_atari.py --env-id BreakoutNoFrameskip-v4 --learning-starts "$LEARNING_STARTS" \
             --total-timesteps "$TOTAL" --buffer-size "$BUFFER_SIZE" --threads 1 --device cpu \
-            --run-dir "$OUT_DIR/$variant" $([[ $variant == overlap ]] && echo --overlap)
+            --run-dir "$OUT_DIR/$variant" --start-over $([[ $variant == overlap ]] && echo --overlap)
     ) > "$OUT_DIR/$variant.log" 2>&1
     echo "load average after $variant: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT_DIR/load.txt"
 done

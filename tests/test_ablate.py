@@ -1,4 +1,4 @@
-"""scripts/ablate.py: grid, names, manifest, bad input (fast); real DQN sweeps on a real Atari game (slow).
+"""scripts/ablate.py: grid, names, flags, bad input (fast); real DQN sweeps on a real Atari game (slow).
 
 The end-to-end tests start `agents/dqn_atari.py` as real subprocesses on ALE/Breakout-v5 with tiny budgets that still
 pass learning_starts and one reset (300 env steps, learning from step 100, FIRE at step 200).
@@ -43,8 +43,19 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
-def manifest_of(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text())
+def attempts(out: Path, event: str | None = None, run: str | None = None) -> list[dict]:
+    """The sweep's ``attempts.jsonl`` records, optionally only one event kind (start, end) of one run."""
+    path = out / "attempts.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return [r for r in rows if event in (None, r["event"]) and run in (None, r["run"])]
+
+
+def log_text(out: Path, name: str, attempt: int | None = None) -> str:
+    """A run's log, or the part of attempt k (1-based) of it: each attempt starts with a ``====`` header line."""
+    path = out / "logs" / f"{name}.log"
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    parts = text.split("\n==== ")[1:]
+    return text if attempt is None else (parts[attempt - 1] if attempt <= len(parts) else "")
 
 
 def pid_alive(pid: int) -> bool:
@@ -59,24 +70,24 @@ def pid_alive(pid: int) -> bool:
 
 # --------------------------------------------------------------------------------------------------- grid, names
 def test_run_names_are_filesystem_safe_and_encode_the_config(ablate):
-    assert ablate.run_name("ALE/Breakout-v5", "fire", 0.25, 0) == "ALE-Breakout-v5__fire__rr0.25__s0"
-    assert ablate.run_name("BreakoutNoFrameskip-v4", "sp", 1.0, 12) == "BreakoutNoFrameskip-v4__sp__rr1__s12"
-    assert ablate.run_name("h1-walk-v0", "none", 0.0625, 3) == "h1-walk-v0__none__rr0.0625__s3"
-    assert "/" not in ablate.run_name("a/b:c d", "pi", 2.0, 1)
+    assert ablate.RunSpec("ALE/Breakout-v5", "fire", 0.25, 0).name == "ALE-Breakout-v5__fire__rr0.25__s0"
+    assert ablate.RunSpec("BreakoutNoFrameskip-v4", "sp", 1.0, 12).name == "BreakoutNoFrameskip-v4__sp__rr1__s12"
+    assert ablate.RunSpec("h1-walk-v0", "none", 0.0625, 3).name == "h1-walk-v0__none__rr0.0625__s3"
+    assert "/" not in ablate.RunSpec("a/b:c d", "pi", 2.0, 1).name
 
 
 def test_grid_is_the_full_product_in_a_fixed_order(ablate):
     grid = ablate.build_grid(["ALE/Pong-v5", GAME], ["none", "fire", "sp"], [0.25, 1.0], [0, 1])
     assert len(grid) == 2 * 3 * 2 * 2 and len({spec.name for spec in grid}) == len(grid)
-    assert grid[0].config() == {"env_id": "ALE/Pong-v5", "method": "none", "replay_ratio": 0.25, "seed": 0}
+    assert grid[0] == ablate.RunSpec("ALE/Pong-v5", "none", 0.25, 0)
     assert [s.seed for s in grid[:2]] == [0, 1]
     with pytest.raises(ValueError, match="share run directory names"):
         ablate.build_grid(["ALE/Pong-v5", "ALE-Pong-v5"], ["none"], [1.0], [0])
 
 
-def test_agent_command_puts_grid_flags_then_pass_through_then_resume(ablate, tmp_path):
+def test_agent_command_puts_grid_flags_then_pass_through(ablate, tmp_path):
     spec = ablate.RunSpec(GAME, "fire", 0.25, 3)
-    cmd = ablate.agent_command(DQN, spec, tmp_path / spec.name, 2, ["--total-timesteps", "300"], resume=True)
+    cmd = ablate.agent_command(DQN, spec, tmp_path / spec.name, 2, ["--total-timesteps", "300"])
     assert cmd[:2] == [sys.executable, str(DQN)]
     flags = dict(zip(cmd[2:14:2], cmd[3:14:2], strict=True))
     assert flags == {
@@ -87,7 +98,7 @@ def test_agent_command_puts_grid_flags_then_pass_through_then_resume(ablate, tmp
         "--run-dir": str(tmp_path / spec.name),
         "--threads": "2",
     }
-    assert cmd[14:] == ["--total-timesteps", "300", "--resume", str(tmp_path / spec.name)]
+    assert cmd[14:] == ["--total-timesteps", "300"]
 
 
 def test_run_state_reads_result_and_checkpoint(ablate, tmp_path):
@@ -96,24 +107,10 @@ def test_run_state_reads_result_and_checkpoint(ablate, tmp_path):
     assert ablate.run_state(tmp_path) == "resumable"
     (tmp_path / "result.json").write_text(json.dumps({"finished": False}))
     assert ablate.run_state(tmp_path) == "resumable"
+    (tmp_path / "result.json").write_text("{torn")
+    assert ablate.run_state(tmp_path) == "resumable"
     (tmp_path / "result.json").write_text(json.dumps({"finished": True, "global_step": 300}))
     assert ablate.run_state(tmp_path) == "finished"
-
-
-def test_manifest_writes_are_atomic_and_complete(ablate, tmp_path):
-    path = tmp_path / "manifest.json"
-    for i in range(5):
-        ablate.write_json_atomic(path, {"i": i, "runs": {f"r{j}": {"status": "pending"} for j in range(50)}})
-        assert json.loads(path.read_text())["i"] == i
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
-
-
-def test_manifest_of_another_experiment_is_refused(ablate, tmp_path):
-    m = ablate.Manifest.open(tmp_path, "dqn_atari", ["--total-timesteps", "300"], 1)
-    m.save()
-    assert ablate.Manifest.open(tmp_path, "dqn_atari", ["--total-timesteps", "300"], 2).data["threads"] == 2
-    with pytest.raises(ValueError, match="Use another --out"):
-        ablate.Manifest.open(tmp_path, "dqn_atari", ["--total-timesteps", "400"], 1)
 
 
 # ------------------------------------------------------------------------------------------------- CLI, bad input
@@ -123,14 +120,14 @@ BASE = ["--env-ids", GAME, "--methods", "none", "fire", "--replay-ratios", "0.25
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (["--methods", "swr"], ["--methods: 'swr'", "'fire'", "'redo'"]),
-        (["--replay-ratios", "0"], ["--replay-ratios: 0.0", "> 0"]),
+        (["--methods", "swr"], ["--methods: invalid choice: 'swr'", "'fire'", "'redo'"]),
+        (["--replay-ratios", "0"], ["--replay-ratios: 0.0 is invalid; allowed: > 0"]),
         (["--replay-ratios", "nan"], ["--replay-ratios: nan"]),
-        (["--seeds", "-1"], ["--seeds: -1", ">= 0"]),
-        (["--seeds", "0", "0"], ["--seeds: [0, 0]", "distinct"]),
-        (["--workers", "0"], ["--workers: 0", ">= 1"]),
+        (["--seeds", "-1"], ["--seeds: -1 is invalid; allowed: >= 0"]),
+        (["--seeds", "0", "0"], ["share run directory names", "__s0"]),
+        (["--workers", "0"], ["--workers: 0 is invalid; allowed: >= 1"]),
         (["--threads", "0"], ["--threads: 0", ">= 1"]),
-        (["--backend", "slurm"], ["--backend: 'slurm'", "'local', 'ray'"]),
+        (["--backend", "slurm"], ["--backend: invalid choice: 'slurm'", "'local', 'ray'"]),
         (["--max-retries", "-1"], ["--max-retries: -1", ">= 0"]),
         (["--run-timeout", "0"], ["--run-timeout: 0.0", "> 0"]),
         (["--agent", "dqn_mujoco"], ["--agent: 'dqn_mujoco'", "dqn_atari"]),
@@ -160,7 +157,7 @@ def test_bad_input_exits_2_before_any_work(tmp_path, args, needles):
 
 def test_missing_grid_axis_is_named(tmp_path):
     proc = run_cli("--methods", "none", "--replay-ratios", "1", "--out", str(tmp_path / "x"))
-    assert proc.returncode == 2 and "--env-ids: required" in proc.stderr
+    assert proc.returncode == 2 and "required: --env-ids" in proc.stderr
 
 
 def test_ray_backend_without_ray_says_how_to_install(tmp_path):
@@ -178,51 +175,88 @@ def test_dry_run_prints_grid_and_size_and_touches_nothing(tmp_path):
     out = tmp_path / "sweep"
     proc = run_cli(*BASE, "--out", str(out), "--dry-run", "--", *TINY)
     assert proc.returncode == 0, proc.stderr
-    assert "1 env id(s) x 2 method(s) x 2 replay ratio(s) x 1 seed(s) = 4 run(s)" in proc.stdout
+    assert "4 runs in the grid: 0 finished, 4 to run (0 resume from a checkpoint)" in proc.stdout
     for name in ("ALE-Breakout-v5__none__rr0.25__s0", "ALE-Breakout-v5__fire__rr1__s0"):
         assert f"new       {name}: " in proc.stdout
     assert "--reset-at 200" in proc.stdout and "--resume" not in proc.stdout
     assert not out.exists()
 
 
-@pytest.mark.parametrize("suffix", [".yaml", ".toml"])
-def test_sweep_file_equals_flags_and_flags_override_it(tmp_path, suffix):
-    if suffix == ".yaml":
-        text = (
-            f"agent: dqn_atari\nenv-ids: [{GAME}]\nmethods: [none, fire]\nreplay_ratios: [0.25, 1]\nseeds: [0]\n"
-            "agent_args: {total-timesteps: 300, learning-starts: 100, buffer-size: 1000, reset-at: 200, "
-            "batch-size: 8}\n"
-        )
-    else:
-        text = (
-            f'agent = "dqn_atari"\nenv_ids = ["{GAME}"]\nmethods = ["none", "fire"]\nreplay_ratios = [0.25, 1.0]\n'
-            'seeds = [0]\nagent_args = ["--total-timesteps", "300", "--learning-starts", "100", "--buffer-size", '
-            '"1000", "--reset-at", "200", "--batch-size", "8"]\n'
-        )
-    config = tmp_path / f"sweep{suffix}"
-    config.write_text(text)
+def test_flags_file_equals_flags_and_later_flags_override_it(tmp_path):
+    # The sweep file of README ("Replay-ratio ablations"): one flag or value per line, agent flags included.
+    args_file = tmp_path / "sweep.args"
+    args_file.write_text("\n".join([*BASE, *TINY]) + "\n")
     out = str(tmp_path / "sweep")
-    from_file = run_cli("--config", str(config), "--out", out, "--dry-run")
+    from_file = run_cli(f"@{args_file}", "--out", out, "--dry-run")
     from_flags = run_cli(*BASE, "--out", out, "--dry-run", *TINY)
     assert from_file.returncode == 0, from_file.stderr
     assert from_file.stdout == from_flags.stdout
-    overridden = run_cli("--config", str(config), "--out", out, "--dry-run", "--seeds", "4", "5")
-    assert "= 8 run(s)" in overridden.stdout and "__s5:" in overridden.stdout and "__s0:" not in overridden.stdout
-    config.write_text(text + ("bogus: 1\n" if suffix == ".yaml" else "bogus = 1\n"))
-    proc = run_cli("--config", str(config), "--out", out, "--dry-run")
-    assert proc.returncode == 2 and "unknown key 'bogus'" in proc.stderr
+    overridden = run_cli(f"@{args_file}", "--out", out, "--dry-run", "--seeds", "4", "5")
+    assert (
+        "8 runs in the grid" in overridden.stdout and "__s5:" in overridden.stdout and "__s0:" not in overridden.stdout
+    )
+    assert run_cli(f"@{tmp_path / 'missing.args'}", "--dry-run").returncode == 2
+
+
+# A stand-in agent (``--agent`` takes any agent file): it fails its first attempt with the exit code named in its
+# env id (``stub-<code>``), finishes the next one, and records each attempt in its run directory.
+STUB = """
+import json, sys
+from pathlib import Path
+run_dir = Path(sys.argv[sys.argv.index("--run-dir") + 1])
+env_id = sys.argv[sys.argv.index("--env-id") + 1]
+run_dir.mkdir(parents=True, exist_ok=True)
+tries = len(list(run_dir.glob("try*"))) + 1
+(run_dir / f"try{tries}").write_text(" ".join(sys.argv[1:]))
+if tries == 1:
+    (run_dir / "checkpoint.pt").write_text("")  # a resumable run: the retry gets --resume
+    print(f"error: first attempt of {env_id}", file=sys.stderr)
+    sys.exit(int(env_id.split("-")[1]))
+(run_dir / "result.json").write_text(json.dumps({"finished": True}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=pytest.mark.slow)])
+def test_failures_are_retried_by_the_backend_and_exit_2_never(tmp_path, backend):
+    if backend == "ray":
+        pytest.importorskip("ray", reason="Ray is the optional extra: pip install -e '.[ray]'")
+    agent, out = tmp_path / "stub_agent.py", tmp_path / "sweep"
+    agent.write_text(STUB)
+    args = [
+        "--agent",
+        str(agent),
+        "--env-ids",
+        "stub-2",
+        "stub-3",
+        "stub-9",
+        "--methods",
+        "none",
+        "--replay-ratios",
+        "1",
+    ]
+    proc = run_cli(*args, "--out", str(out), "--backend", backend, "--workers", "2", "--max-retries", "1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
+    assert "sweep done: 1 failed, 2 finished" in proc.stdout
+    ends = {name: [(e["status"], e["exit_code"]) for e in attempts(out, "end", name)] for name in
+            ("stub-2__none__rr1__s0", "stub-3__none__rr1__s0", "stub-9__none__rr1__s0")}  # fmt: skip
+    assert ends == {
+        "stub-2__none__rr1__s0": [("failed", 2)],  # bad input: once, with its message
+        "stub-3__none__rr1__s0": [("failed", 3), ("finished", 0)],
+        "stub-9__none__rr1__s0": [("failed", 9), ("finished", 0)],
+    }
+    assert attempts(out, "end", "stub-2__none__rr1__s0")[0]["error"] == "error: first attempt of stub-2"
+    assert sorted(p.name for p in (out / "stub-3__none__rr1__s0").glob("try*")) == ["try1", "try2"]
+    resumed = (out / "stub-3__none__rr1__s0" / "try2").read_text().split()
+    assert resumed[-2:] == ["--resume", str(out / "stub-3__none__rr1__s0")]
 
 
 # ------------------------------------------------------------------------------------------- real DQN end to end
-def check_finished_sweep(out: Path, methods, replay_ratios) -> dict:
-    manifest = manifest_of(out)
-    assert manifest["agent"] == "dqn_atari" and manifest["agent_args"] == TINY
+def check_finished_sweep(out: Path, methods, replay_ratios) -> None:
     for method in methods:
         for rr in replay_ratios:
             name = f"ALE-Breakout-v5__{method}__rr{rr:g}__s0"
-            entry = manifest["runs"][name]
-            assert entry["status"] == "finished" and entry["exit_code"] == 0, (name, entry)
-            assert entry["start_time"] < entry["end_time"] and Path(entry["log"]).is_file()
+            (end,) = attempts(out, "end", name)
+            assert (end["status"], end["exit_code"], end["error"]) == ("finished", 0, None), end
             run_dir = out / name
             result = json.loads((run_dir / "result.json").read_text())
             assert result["finished"] is True and result["global_step"] == 300
@@ -235,7 +269,6 @@ def check_finished_sweep(out: Path, methods, replay_ratios) -> dict:
                 else []
             )
             assert [r["global_step"] for r in resets] == ([] if method == "none" else [200])
-    return manifest
 
 
 @pytest.mark.slow
@@ -247,23 +280,22 @@ def test_local_sweep_real_dqn_then_nothing_new(tmp_path):
     first = run_cli(*args)
     assert first.returncode == 0, first.stdout + first.stderr[-3000:]
     assert "4 runs in the grid: 0 finished, 4 to run" in first.stdout and "sweep done: 4 finished" in first.stdout
-    manifest = check_finished_sweep(out, ["none", "fire"], [0.25, 0.5])
+    check_finished_sweep(out, ["none", "fire"], [0.25, 0.5])
     # Two workers really ran side by side: some run started before another ended.
-    spans = sorted((e["start_time"], e["end_time"]) for e in manifest["runs"].values())
-    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False))
+    starts = sorted(r["time"] for r in attempts(out, "start"))
+    assert starts[1] < min(r["time"] for r in attempts(out, "end"))
     print(f"4 tiny DQN runs, 2 workers: {time.time() - t0:.1f} s")
 
-    log_files = sorted(p.name for p in (out / "logs").iterdir())
+    before = (out / "attempts.jsonl").read_text()
     second = run_cli(*args)
     assert second.returncode == 0, second.stderr[-2000:]
-    assert "4 runs in the grid: 4 finished, 0 to run" in second.stdout
-    assert sorted(p.name for p in (out / "logs").iterdir()) == log_files
-    assert manifest_of(out)["runs"] == manifest["runs"]
+    assert "4 runs in the grid: 4 finished, 0 to run" in second.stdout and "sweep done: 4 finished" in second.stdout
+    assert (out / "attempts.jsonl").read_text() == before
 
-    # The real agent's event files and resets.jsonl are what aggregate.py reads.
+    # The real agent's scalars and resets.jsonl are what aggregate.py reads.
     agg = load_script("aggregate")
     scalars, runs, resets = agg.load_runs([out])
-    assert sorted(runs["run"]) == sorted(manifest["runs"])
+    assert sorted(runs["run"]) == sorted(r["run"] for r in attempts(out, "end"))
     assert set(runs["game"]) == {"breakout"}
     assert {"charts/SPS", "losses/td_loss"} <= set(scalars["tag"])
     assert scalars["step"].max() <= 300
@@ -271,7 +303,7 @@ def test_local_sweep_real_dqn_then_nothing_new(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_children_keeps_manifest_and_rerun_resumes(tmp_path):
+def test_ctrl_c_stops_the_agents_and_the_rerun_resumes(tmp_path):
     out = tmp_path / "sweep"
     args = ["--env-ids", GAME, "--methods", "none", "--replay-ratios", "0.25", "--seeds", "0", "1"]
     args += ["--out", str(out), "--workers", "2", "--max-retries", "0", *WARM]
@@ -279,63 +311,53 @@ def test_ctrl_c_stops_children_keeps_manifest_and_rerun_resumes(tmp_path):
         [sys.executable, str(ABLATE_PY), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
     )
     names = ["ALE-Breakout-v5__none__rr0.25__s0", "ALE-Breakout-v5__none__rr0.25__s1"]
-    logs = [out / "logs" / f"{name}.attempt1.log" for name in names]
     deadline = time.time() + 180
     # Ctrl-C once both agents are in their training loops (their progress bars have moved).
-    while not all(log.is_file() and "/3000 [" in log.read_text(errors="replace") for log in logs):
+    while not all("/3000 [" in log_text(out, name) for name in names):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.1)
-    pids = [manifest_of(out)["runs"][name]["pid"] for name in names]
-    assert all(pid_alive(pid) for pid in pids)
+    pids = [r["pid"] for r in attempts(out, "start")]
+    assert len(pids) == 2 and all(pid_alive(pid) for pid in pids)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stdout + stderr[-2000:]
-    assert "interrupted" in stdout and "Traceback" not in stderr
-    runs = manifest_of(out)["runs"]
+    assert "interrupted; run the same command again" in stdout and "Traceback" not in stderr
     assert not any(pid_alive(pid) for pid in pids)
     for name in names:
-        # The agents caught SIGTERM, saved a checkpoint and exited with 130.
-        assert (runs[name]["status"], runs[name]["exit_code"]) == ("interrupted", 130)
+        # The agents caught SIGTERM, saved a checkpoint and exited with 130 (143 once the agents say SIGTERM).
+        (end,) = attempts(out, "end", name)
+        assert end["status"] == "interrupted" and end["exit_code"] in (130, 143), end
+        assert "stopped by SIGTERM" in log_text(out, name)
         assert (out / name / "checkpoint.pt").is_file() and not (out / name / "result.json").exists()
 
     again = run_cli(*args)
     assert again.returncode == 0, again.stdout + again.stderr[-3000:]
     assert "2 runs in the grid: 0 finished, 2 to run (2 resume from a checkpoint)" in again.stdout
     for name in names:
-        entry = manifest_of(out)["runs"][name]
-        assert entry["status"] == "finished" and entry["resumed"] is True
-        assert entry["command"][-2:] == ["--resume", str(out / name)]
-        assert [h["status"] for h in entry["history"]] == ["interrupted", "finished"]
+        starts = attempts(out, "start", name)
+        assert len(starts) == 2 and starts[1]["command"][-2:] == ["--resume", str(out / name)]
+        assert [e["status"] for e in attempts(out, "end", name)] == ["interrupted", "finished"]
         assert json.loads((out / name / "result.json").read_text())["global_step"] == 3000
-        assert len(list((out / name).glob("events.out.tfevents.*"))) == 2
+        assert "resumed at env step" in log_text(out, name, 2)
 
 
 @pytest.mark.slow
-def test_failing_run_is_retried_and_reported_while_others_finish(tmp_path):
+def test_exit_2_is_recorded_once_with_its_message_and_never_retried(tmp_path):
     out = tmp_path / "sweep"
-    proc = run_cli(
-        *("--env-ids", GAME, "ALE/NoSuchGame-v5", "--methods", "none", "--replay-ratios", "0.25", "--seeds", "0"),
-        *("--out", str(out), "--workers", "2", "--max-retries", "2", *SHORT),
-    )
+    args = ["--env-ids", GAME, "ALE/NoSuchGame-v5", "--methods", "none", "--replay-ratios", "0.25", "--seeds", "0"]
+    args += ["--out", str(out), "--workers", "2", "--max-retries", "2", *SHORT]
+    proc = run_cli(*args)
     assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
     assert "sweep done: 1 failed, 1 finished" in proc.stdout
-    assert "failed: ALE-NoSuchGame-v5__none__rr0.25__s0 after 3 attempt(s)" in proc.stdout
-    runs = manifest_of(out)["runs"]
-    bad, good = runs["ALE-NoSuchGame-v5__none__rr0.25__s0"], runs["ALE-Breakout-v5__none__rr0.25__s0"]
-    assert good["status"] == "finished" and good["attempts"] == 1
-    assert bad["status"] == "failed" and bad["attempts"] == 3 and bad["exit_code"] != 0
-    assert [h["attempt"] for h in bad["history"]] == [1, 2, 3]
-    assert all(h["status"] == "failed" and h["exit_code"] == bad["exit_code"] for h in bad["history"])
-    assert "NoSuchGame" in Path(bad["log"]).read_text()
-    # A second invocation retries the failed run (max-retries again) and leaves the finished one alone.
-    proc = run_cli(
-        *("--env-ids", GAME, "ALE/NoSuchGame-v5", "--methods", "none", "--replay-ratios", "0.25", "--seeds", "0"),
-        *("--out", str(out), "--workers", "2", "--max-retries", "0", *SHORT),
-    )
+    bad, good = "ALE-NoSuchGame-v5__none__rr0.25__s0", "ALE-Breakout-v5__none__rr0.25__s0"
+    (end,) = attempts(out, "end", bad)
+    assert (end["status"], end["exit_code"]) == ("failed", 2) and "NoSuchGame" in end["error"], end
+    assert f"failed: {bad} (exit code 2" in proc.stdout and "retry" not in proc.stdout
+    assert [e["status"] for e in attempts(out, "end", good)] == ["finished"]
+    # Run again: the failed run is tried once more (its flags may have been fixed), the finished one is left alone.
+    proc = run_cli(*args)
     assert proc.returncode == 1 and "2 runs in the grid: 1 finished, 1 to run" in proc.stdout
-    runs = manifest_of(out)["runs"]
-    assert runs["ALE-NoSuchGame-v5__none__rr0.25__s0"]["attempts"] == 4
-    assert runs["ALE-Breakout-v5__none__rr0.25__s0"]["attempts"] == 1
+    assert len(attempts(out, "start", bad)) == 2 and len(attempts(out, "start", good)) == 1
 
 
 @pytest.mark.slow
@@ -345,10 +367,11 @@ def test_run_timeout_kills_a_run(tmp_path):
         *("--env-ids", GAME, "--methods", "none", "--replay-ratios", "0.25", "--seeds", "0", "--out", str(out)),
         *("--max-retries", "0", "--run-timeout", "2", "--stop-grace", "5", *TINY),
     )
-    assert proc.returncode == 1 and "sweep done: 1 timeout" in proc.stdout
-    entry = manifest_of(out)["runs"]["ALE-Breakout-v5__none__rr0.25__s0"]
-    assert entry["status"] == "timeout" and entry["exit_code"] != 0
-    assert not pid_alive(entry["pid"])
+    assert proc.returncode == 1 and "sweep done: 1 timeout" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    (start,) = attempts(out, "start")
+    (end,) = attempts(out, "end")
+    assert end["status"] == "timeout" and end["exit_code"] != 0 and 2 <= end["seconds"] < 2 + 5 + 5
+    assert not pid_alive(start["pid"])
 
 
 @pytest.mark.slow
@@ -361,8 +384,8 @@ def test_ray_backend_local_cluster_real_dqn(tmp_path):
     first = run_cli(*args)
     assert first.returncode == 0, first.stdout + first.stderr[-3000:]
     assert "sweep done: 4 finished" in first.stdout
-    manifest = check_finished_sweep(out, ["none", "fire"], [0.25, 0.5])
-    assert all(e["host"] for e in manifest["runs"].values())
+    check_finished_sweep(out, ["none", "fire"], [0.25, 0.5])
+    assert all(r["host"] for r in attempts(out, "start"))
     second = run_cli(*args)
     assert second.returncode == 0 and "4 finished, 0 to run" in second.stdout
-    assert all(e["attempts"] == 1 for e in manifest_of(out)["runs"].values())
+    assert len(attempts(out, "start")) == 4

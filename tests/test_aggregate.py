@@ -1,7 +1,8 @@
-"""scripts/aggregate.py on real tensorboard event files written here with SummaryWriter (synthetic curves).
+"""scripts/aggregate.py on real tensorboard event files written here with SummaryWriter and on scalars.csv files
+(synthetic curves).
 
-Scores are checked against closed forms, the reference table and rliable called directly; the CLI as a subprocess.
-`write_synthetic_sweep` is also used by tests/test_plot.py.
+Scores are checked against closed forms, the reference table and rliable called directly; the health check against
+closed forms; the CLI as a subprocess. `write_synthetic_sweep` is also used by tests/test_plot.py.
 """
 
 from __future__ import annotations
@@ -58,9 +59,7 @@ def curve_values(env_id: str, method: str, rr: float, seed: int, steps: np.ndarr
     return OFFSETS[env_id] + SPANS[env_id] * frac
 
 
-def write_run(
-    run_dir: Path, env_id: str, method: str, rr: float, seed: int, *, resume_at: int | None = None, config: bool = True
-) -> dict:
+def write_run(run_dir: Path, env_id: str, method: str, rr: float, seed: int, *, resume_at: int | None = None) -> dict:
     """Write one run directory: config.json, event files, resets.jsonl. Returns the ground truth.
 
     With `resume_at`, a first event file runs to TOTAL with "orphaned" values (+1000) from `resume_at` on, and a second
@@ -75,9 +74,8 @@ def write_run(
     dfi = np.where(ep_steps < RESET_AT, 0.1 + ep_steps / TOTAL, 0.1 + (ep_steps - RESET_AT) / TOTAL)
     if method == "none":
         dfi = 0.1 + ep_steps / TOTAL
-    if config:
-        cfg = {"env_id": env_id, "reset": method, "replay_ratio": rr, "seed": seed, "total_timesteps": TOTAL}
-        (run_dir / "config.json").write_text(json.dumps(cfg))
+    cfg = {"env_id": env_id, "reset": method, "replay_ratio": rr, "seed": seed, "total_timesteps": TOTAL}
+    (run_dir / "config.json").write_text(json.dumps(cfg))
     base_time = 1.7e9 + 1000 * seed
 
     def write(step_filter, t0: float, shift: float, purge: int | None = None) -> None:
@@ -193,7 +191,7 @@ def test_load_runs_reads_event_files_back(agg, sweep):
     root, truth = sweep
     scalars, runs, resets = agg.load_runs([root])
     assert len(runs) == len(truth) == 24
-    assert list(scalars.columns) == agg.CONFIG_COLUMNS + ["tag", "step", "value", "wall_time"]
+    assert list(scalars.columns) == agg.CONFIG_COLUMNS + ["tag", "step", "value"]
     assert set(scalars["tag"]) == {
         "eval/episodic_return",
         "charts/episodic_return",
@@ -219,13 +217,13 @@ def test_load_runs_reads_event_files_back(agg, sweep):
     assert (resets["method"] != "none").all()
 
 
-def test_resumed_run_later_file_supersedes(agg, tmp_path):
+def test_resumed_run_keeps_the_resumed_values(agg, tmp_path):
     truth = write_run(tmp_path / "run", "ALE/Breakout-v5", "fire", 1.0, 0, resume_at=600)
-    files = sorted((tmp_path / "run").glob("events.out.tfevents.*"))
-    assert len(files) == 2 and [agg.purge_step(f) for f in files] == [None, 600]
-    frame = agg.read_run_scalars(tmp_path / "run")
+    assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 2
+    frame = agg.read_scalars(tmp_path / "run")
     ev = frame[frame["tag"] == "eval/episodic_return"]
-    # Step 600 was logged only before the crash (orphaned); the resumed file logs from 700 on.
+    # Step 600 was logged only before the crash (orphaned, purged by the resumed writer); the resumed file logs from
+    # 700 on.
     keep = truth["steps"] != 600
     np.testing.assert_array_equal(ev["step"], truth["steps"][keep])
     np.testing.assert_array_equal(ev["value"], truth["values"][keep].astype(np.float32).astype(np.float64))
@@ -234,22 +232,22 @@ def test_resumed_run_later_file_supersedes(agg, tmp_path):
     assert ep["step"].is_unique and 600 not in set(ep["step"]) and len(ep) == TOTAL // 50
 
 
-def test_config_falls_back_to_ablate_manifest(agg, tmp_path):
-    name = run_name("ALE/Pong-v5", "sp", 0.5, 3)
-    (tmp_path / name).mkdir()
-    writer = SummaryWriter(log_dir=str(tmp_path / name))
-    writer.add_scalar("eval/episodic_return", 1.0, 10)
-    writer.close()
-    with pytest.raises(ValueError, match="env_id"):
+def test_scalars_csv_is_read_before_event_files(agg, tmp_path):
+    write_run(tmp_path / "run", "ALE/Breakout-v5", "none", 1.0, 0)
+    rows = pd.DataFrame({"tag": ["charts/SPS", "charts/SPS", "eval/episodic_return"], "step": [100, 200, 200],
+                         "value": [50, 60.5, 3]})  # fmt: skip
+    rows.to_csv(tmp_path / "run" / "scalars.csv", index=False)
+    frame = agg.read_scalars(tmp_path / "run")
+    pd.testing.assert_frame_equal(frame, rows.astype({"step": np.int64, "value": np.float64}))
+
+
+def test_config_json_names_what_is_missing(agg, tmp_path):
+    name = run_name("PongNoFrameskip-v4", "sp", 0.5, 3)
+    write_run(tmp_path / name, "PongNoFrameskip-v4", "sp", 0.5, 3)
+    assert agg.read_run_config(tmp_path / name)["replay_ratio"] == 0.5
+    (tmp_path / name / "config.json").write_text(json.dumps({"env_id": "PongNoFrameskip-v4", "seed": 3}))
+    with pytest.raises(ValueError, match=r"config.json has no \['reset', 'replay_ratio'\]"):
         agg.read_run_config(tmp_path / name)
-    manifest = {"runs": {name: {"config": {"env_id": "ALE/Pong-v5", "method": "sp", "replay_ratio": 0.5, "seed": 3}}}}
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    assert agg.read_run_config(tmp_path / name) == {
-        "env_id": "ALE/Pong-v5",
-        "method": "sp",
-        "replay_ratio": 0.5,
-        "seed": 3,
-    }
 
 
 def test_run_scores_match_direct_computation(agg, sweep):
@@ -383,6 +381,172 @@ def test_unequal_run_counts_are_truncated_with_a_warning(agg):
     assert set(result[result["suite"] == "atari-hns"]["n_runs"]) == {2}
 
 
+# ---------------------------------------------------------------------------------------------- curves, profiles
+def test_curves_are_rliables_per_step_iqm_with_its_intervals(agg, sweep):
+    from rliable import library, metrics
+
+    root, truth = sweep
+    scalars, _, _ = agg.load_runs([root])
+    result = agg.curves(scalars, reps=60, confidence=0.9, seed=3)
+    assert set(result["tag"]) == {"eval/episodic_return", "charts/episodic_return", "plasticity/dfi_mean",
+                                  "plasticity/dormant_ratio", "plasticity/srank"}  # fmt: skip
+    sel = result[(result["env_id"] == "ALE/Breakout-v5") & (result["method"] == "fire")]
+    sel = sel[(sel["replay_ratio"] == 1.0) & (sel["tag"] == "eval/episodic_return")]
+    runs = [truth[run_name("ALE/Breakout-v5", "fire", 1.0, s)] for s in SEEDS]
+    matrix = np.stack([r["values"].astype(np.float32).astype(np.float64) for r in runs])
+    np.testing.assert_array_equal(sel["step"], runs[0]["steps"])
+    np.testing.assert_allclose(sel["estimate"], [scipy.stats.trim_mean(c, 0.25) for c in matrix.T])
+    assert (sel["n_runs"] == len(SEEDS)).all()
+
+    # rliable's own recipe for sample-efficiency curves (aggregate_iqm frame by frame), same seed: same intervals.
+    def iqm(x):
+        return np.array([metrics.aggregate_iqm(x[..., t]) for t in range(x.shape[-1])])
+
+    np.random.seed(3)  # noqa: NPY002 (rliable 1.2.0 draws from the global generator)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        _, interval = library.get_interval_estimates({"x": matrix[:, None, :]}, iqm, reps=60,
+                                                     confidence_interval_size=0.9)  # fmt: skip
+    np.testing.assert_allclose(sel["ci_low"], interval["x"][0])
+    np.testing.assert_allclose(sel["ci_high"], interval["x"][1])
+
+
+def test_align_runs_identical_steps_and_interpolation(agg):
+    same = pd.DataFrame({"run": ["a"] * 3 + ["b"] * 3, "step": [0, 10, 20] * 2, "value": [1.0, 2, 3, 3, 4, 5]})
+    steps, matrix = agg.align_runs(same, points=50)
+    np.testing.assert_array_equal(steps, [0, 10, 20])
+    np.testing.assert_array_equal(matrix, [[1, 2, 3], [3, 4, 5]])
+    # Two lines logged at different steps: interpolation onto the common range is exact.
+    rows = [("a", s, 2.0 * s) for s in (0, 7, 19, 40)] + [("b", s, 5.0 - s) for s in (3, 11, 30, 33)]
+    steps, matrix = agg.align_runs(pd.DataFrame(rows, columns=["run", "step", "value"]), points=9)
+    np.testing.assert_allclose(steps, np.linspace(3, 33, 9))
+    np.testing.assert_allclose(matrix, [2.0 * steps, 5.0 - steps])
+    apart = pd.DataFrame({"run": ["a", "a", "b", "b"], "step": [0, 10, 20, 30], "value": [1.0, 2, 3, 4]})
+    with pytest.raises(ValueError, match="no step range"):
+        agg.align_runs(apart, points=9)
+
+
+def test_profiles_equal_rliable_called_directly(agg):
+    from rliable import library
+
+    scores = synthetic_scores(np.random.default_rng(1), 4)
+    result = agg.profiles(scores, reps=80, seed=2, taus=11)
+    sel = result[(result["suite"] == "atari-hns") & (result["replay_ratio"] == 4.0) & (result["score"] == "final")]
+    group = scores[(scores["suite"] == "atari-hns") & (scores["replay_ratio"] == 4.0)]
+    matrices = {m: agg.score_matrix(g, "final_hns")[0] for m, g in group.groupby("method")}
+    tau = np.linspace(0.0, max(m.max() for m in matrices.values()), 11)
+    np.random.seed(2)  # noqa: NPY002
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        fraction, interval = library.create_performance_profile(matrices, tau, reps=80)
+    for method, matrix in matrices.items():
+        rows = sel[sel["method"] == method]
+        np.testing.assert_allclose(rows["tau"], tau)
+        np.testing.assert_allclose(rows["fraction"], [(matrix > t).mean() for t in tau])
+        np.testing.assert_allclose(rows["fraction"], fraction[method])
+        np.testing.assert_allclose(rows["ci_low"], interval[method][0])
+        np.testing.assert_allclose(rows["ci_high"], interval[method][1])
+
+
+# ------------------------------------------------------------------------------------------------------------ health
+def health_scalars(total: int, every: int, rss_of_step, s_per_step_of_step) -> pd.DataFrame:
+    """A run's scalars every `every` env steps: ``charts/rss_mb`` = rss_of_step(s) and ``s_per_env_step`` (what
+    `step_times` derives) = s_per_step_of_step(s)."""
+    steps = np.arange(every, total + 1, every)
+    rss = pd.DataFrame({"tag": "charts/rss_mb", "step": steps, "value": [rss_of_step(s) for s in steps]})
+    time = pd.DataFrame({"tag": "s_per_env_step", "step": steps, "value": [s_per_step_of_step(s) for s in steps]})
+    return pd.concat([rss, time], ignore_index=True)
+
+
+@pytest.mark.parametrize(
+    ("growth_mb_per_step", "threshold", "verdict"),
+    [(0.0, 5.0, "flat"), (0.002, 5.0, "flat"), (0.02, 5.0, "growing"), (-0.02, 5.0, "shrinking"), (0.02, 50.0, "flat")],
+)
+def test_health_gives_the_closed_form_change_and_verdict_of_memory(agg, growth_mb_per_step, threshold, verdict):
+    scalars = health_scalars(10_000, 500, lambda s: 1_000.0 + growth_mb_per_step * s, lambda s: 0.02)
+    rss = agg.health(scalars, full_step=4_000, rss_pct=threshold).set_index("quantity").loc["rss_mb"]
+    steps = np.arange(4_000, 10_001, 500)
+    median = 1_000.0 + growth_mb_per_step * 7_000  # the middle of 13 evenly spaced steps
+    assert (rss["points"], rss["first_step"], rss["last_step"]) == (len(steps), 4_000, 10_000)
+    assert rss["slope"] == pytest.approx(growth_mb_per_step, abs=1e-12) and rss["median"] == pytest.approx(median)
+    assert rss["change_pct"] == pytest.approx(100 * growth_mb_per_step * 6_000 / median, abs=1e-9)
+    assert rss["verdict"] == verdict
+
+
+def test_health_recovers_the_growth_of_time_per_env_step_despite_an_outlier(agg):
+    c0, c1 = 0.05, 1e-6  # seconds per env step at env step s: c0 + c1 s; one interval spans a restart (+30 s)
+    scalars = health_scalars(10_000, 250, lambda s: 800.0, lambda s: c0 + c1 * s + (30.0 if s == 8_000 else 0.0))
+    step_time = agg.health(scalars, full_step=2_000).set_index("quantity").loc["s_per_env_step"]
+    assert step_time["slope"] == pytest.approx(c1, rel=1e-6)
+    # The median of the 33 values is the line's value at the middle step, 6,000 (the outlier is the largest).
+    assert step_time["median"] == pytest.approx(c0 + c1 * 6_000)
+    assert step_time["change_pct"] == pytest.approx(100 * c1 * 8_000 / (c0 + c1 * 6_000), rel=1e-6)
+    assert step_time["verdict"] == "growing"
+    flat = health_scalars(10_000, 250, lambda s: 800.0, lambda s: c0)
+    assert set(agg.health(flat, full_step=2_000)["verdict"]) == {"flat"}
+
+
+def test_health_fits_only_after_the_buffer_fills(agg):
+    # Memory rises 0.1 MB per env step until the buffer is full at 5,000, then stays: flat after the cut, not before.
+    scalars = health_scalars(10_000, 500, lambda s: 600.0 + 0.1 * min(s, 5_000), lambda s: 0.02)
+    assert agg.health(scalars, full_step=5_000).set_index("quantity").loc["rss_mb", "verdict"] == "flat"
+    uncut = agg.health(scalars, full_step=0).set_index("quantity").loc["rss_mb"]
+    assert uncut["verdict"] == "growing" and uncut["change_pct"] > 30
+    late = agg.health(scalars, full_step=9_100)
+    assert list(late["verdict"]) == ["unmeasured", "unmeasured"] and list(late["points"]) == [2, 2]
+
+
+def write_sps_events(run_dir: Path, total: int, every: int, s_per_step_of_step, t0: float = 1.7e9) -> None:
+    """charts/SPS events every `every` env steps whose wall times follow `s_per_step_of_step` (the values are what
+    the agents log, an average since the start, and play no part)."""
+    writer, wall = SummaryWriter(log_dir=str(run_dir)), t0
+    for step in range(every, total + 1, every):
+        wall += every * s_per_step_of_step(step)
+        writer.add_scalar("charts/SPS", step / (wall - t0), step, walltime=wall)
+    writer.close()
+
+
+def test_step_times_come_from_the_wall_clock_of_the_sps_events(agg, tmp_path):
+    write_sps_events(tmp_path, 2_000, 100, lambda s: 0.01 + 1e-5 * s)
+    times = agg.step_times(tmp_path)
+    np.testing.assert_array_equal(times["step"], np.arange(200, 2_001, 100))
+    np.testing.assert_allclose(times["value"], 0.01 + 1e-5 * np.arange(200, 2_001, 100), rtol=1e-6)
+    (tmp_path / "empty").mkdir()
+    assert len(agg.step_times(tmp_path / "empty")) == 0
+
+
+@pytest.mark.parametrize(
+    ("config", "step"),
+    [
+        ({"buffer_size": 300}, 300),
+        ({"buffer_size": 10, "num_envs": 4}, 12),  # ceil(10 / 4) slots per env
+        ({"buffer_size": 100, "action_repeat": 2}, 200),  # agent steps of 2 env steps
+    ],
+)
+def test_buffer_full_step_per_agent(agg, config, step):
+    assert agg.buffer_full_step(config) == step
+
+
+def test_health_cli_on_runs_with_scalars_csv(tmp_path):
+    root = tmp_path / "health"
+    for name, rss, s_per_step in (("flat", lambda s: 700.0, lambda s: 0.1), ("leaky", lambda s: 700.0 + 0.5 * s,
+                                                                              lambda s: 0.1 + 1e-4 * s)):  # fmt: skip
+        run_dir = root / name
+        run_dir.mkdir(parents=True)
+        config = {"env_id": "ALE/Breakout-v5", "reset": "fire", "replay_ratio": 4, "seed": 0, "buffer_size": 1_000}
+        (run_dir / "config.json").write_text(json.dumps(config))
+        rows = health_scalars(5_000, 100, rss, s_per_step)
+        rows[rows["tag"] == "charts/rss_mb"].to_csv(run_dir / "scalars.csv", index=False)
+        write_sps_events(run_dir, 5_000, 100, s_per_step)
+    proc = run_cli(str(root), "--health", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    table = pd.read_csv(tmp_path / "out" / "health.csv").set_index(["run", "quantity"])
+    verdicts = {("flat", "rss_mb"): "flat", ("flat", "s_per_env_step"): "flat"}
+    verdicts |= {("leaky", "rss_mb"): "growing", ("leaky", "s_per_env_step"): "growing"}
+    assert table["verdict"].to_dict() == verdicts
+    assert (table["first_step"] == 1_000).all()
+
+
 # ------------------------------------------------------------------------------------------------------------- CLI
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -393,9 +557,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_end_to_end(sweep, tmp_path):
     root, truth = sweep
     out = tmp_path / "agg"
-    proc = run_cli(str(root), "--out", str(out), "--reps", "100", "--last-k", "2")
+    proc = run_cli(str(root), "--out", str(out), "--reps", "100", "--curve-reps", "50", "--last-k", "2")
     assert proc.returncode == 0, proc.stderr
-    for name in ("scalars.csv", "runs.csv", "resets.csv", "scores.csv", "aggregates.csv", "summary.md"):
+    for name in ("scalars.csv", "runs.csv", "resets.csv", "scores.csv", "aggregates.csv", "curves.csv", "profiles.csv",
+                 "summary.md"):  # fmt: skip
         assert (out / name).is_file(), name
     scalars = pd.read_csv(out / "scalars.csv")
     assert list(scalars.columns[:6]) == ["run", "env_id", "game", "method", "replay_ratio", "seed"]
@@ -413,6 +578,8 @@ def test_cli_end_to_end(sweep, tmp_path):
         (["--last-k", "0"], "--last-k: 0"),
         (["--confidence", "1.5"], "--confidence: 1.5"),
         (["--reps", "-3"], "--reps: -3"),
+        (["--points", "1"], "--points: 1"),
+        (["--rss-threshold-pct", "0"], "--rss-threshold-pct: 0.0"),
         (["--metric", "eval/none"], "'eval/none'"),
     ],
 )
@@ -430,4 +597,4 @@ def test_cli_missing_root_exits_2_without_traceback(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = run_cli(str(empty))
-    assert proc.returncode == 2 and "no run directories" in proc.stderr
+    assert proc.returncode == 2 and "no run directories" in proc.stderr and "Traceback" not in proc.stderr

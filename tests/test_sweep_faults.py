@@ -1,6 +1,6 @@
-"""scripts/ablate.py under faults (issue 6): kill -9 of an agent, kill -9 of the runner, an agent that hangs past
-``--run-timeout``. After each the sweep, or its re-run, completes the grid, keeps every finished run and runs none
-twice.
+"""scripts/ablate.py under faults: kill -9 of an agent, kill -9 of the runner, an agent that hangs past
+``--run-timeout``, a run still held by another process. After each the sweep, or its re-run, completes the grid, keeps
+every finished run and runs none twice.
 
 Real processes: `agents/dqn_atari.py` on ALE/Breakout-v5 with 400 env steps, learning from step 100, a checkpoint every
 100 env steps. Every run's tensorboard scalars are read back with tensorboard's own EventAccumulator, which applies the
@@ -9,7 +9,7 @@ purge a resumed agent writes (``SummaryWriter(purge_step=...)``): each logged st
 
 from __future__ import annotations
 
-import datetime as dt
+import fcntl
 import json
 import os
 import signal
@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_ablate import ABLATE_PY, GAME, REPO, manifest_of, pid_alive, run_cli
-from test_aggregate import load_script
+from test_ablate import ABLATE_PY, GAME, REPO, attempts, log_text, pid_alive, run_cli
 
 TOTAL = 400
 FAULT = ["--total-timesteps", str(TOTAL), "--learning-starts", "100", "--buffer-size", "1000", "--batch-size", "8"]
@@ -65,11 +64,6 @@ def wait_for(condition, proc: subprocess.Popen, what: str, limit: float = 180) -
         time.sleep(0.1)
 
 
-def log_text(out: Path, name: str, attempt: int) -> str:
-    path = out / "logs" / f"{name}.attempt{attempt}.log"
-    return path.read_text(errors="replace") if path.is_file() else ""
-
-
 def result_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "result.json").read_text())
 
@@ -102,10 +96,15 @@ def check_finished(run_dir: Path) -> None:
     check_scalars(run_dir)
 
 
+def agent_pid(out: Path, name: str) -> int:
+    """The pid of the latest attempt of run `name` (its start record)."""
+    return attempts(out, "start", name)[-1]["pid"]
+
+
 # ------------------------------------------------------------------------------------- mechanisms, no agent (fast)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
 @pytest.mark.parametrize("pdeathsig", [True, False])
-def test_a_child_started_with_die_with_parent_ends_when_its_parent_is_killed(pdeathsig):
+def test_a_child_started_with_the_parent_death_signal_ends_when_its_parent_is_killed(pdeathsig):
     # A stand-in runner: starts `sleep` the way ablate starts an agent (own session; with or without the parent-death
     # signal), prints its pid, then waits to be killed.
     code = (
@@ -113,8 +112,8 @@ def test_a_child_started_with_die_with_parent_ends_when_its_parent_is_killed(pde
         "spec = importlib.util.spec_from_file_location('ablate', sys.argv[1]); "
         "ablate = importlib.util.module_from_spec(spec); sys.modules['ablate'] = ablate; "
         "spec.loader.exec_module(ablate); "
-        "fn = ablate.die_with_parent() if sys.argv[2] == '1' else None; "
-        "child = subprocess.Popen(['sleep', '60'], start_new_session=True, preexec_fn=fn); "
+        "cmd = ['sleep', '60']; cmd = ablate.with_parent_death_signal(cmd) if sys.argv[2] == '1' else cmd; "
+        "child = subprocess.Popen(cmd, start_new_session=True); "
         "print(child.pid, flush=True); time.sleep(60)"
     )
     runner = subprocess.Popen(
@@ -122,7 +121,10 @@ def test_a_child_started_with_die_with_parent_ends_when_its_parent_is_killed(pde
     )
     child = int(runner.stdout.readline())
     try:
-        assert pid_alive(child)
+        # Killed once the child runs `sleep`, i.e. after setpriv set the signal (a runner killed in that millisecond
+        # leaves the agent running to its end; the run's lock still keeps a re-run off it).
+        while Path(f"/proc/{child}/comm").read_text().strip() != "sleep":
+            time.sleep(0.01)
         runner.kill()
         runner.wait(timeout=10)
         deadline = time.time() + (5 if pdeathsig else 1)
@@ -134,28 +136,29 @@ def test_a_child_started_with_die_with_parent_ends_when_its_parent_is_killed(pde
             os.kill(child, signal.SIGKILL)
 
 
-def test_rerun_refuses_while_an_agent_of_the_manifest_still_runs(tmp_path):
+def test_a_run_held_by_another_process_is_left_alone(tmp_path):
     out = tmp_path / "sweep"
     name = "ALE-Breakout-v5__none__rr1__s0"
-    ablate = load_script("ablate")
-    manifest = ablate.Manifest.open(out, "dqn_atari", FAULT, 1)
-    out.mkdir()
-    # Stands in for an agent of a killed runner: a live process whose command line names the run directory.
-    agent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(out / name)])
+    (out / "logs").mkdir(parents=True)
+    # Stands in for an agent of a killed runner: a process that holds the run's log, as an agent holds its stdout.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'ab'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print(1, flush=True); time.sleep(60)", str(out / "logs" / f"{name}.log")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
     try:
-        entry = manifest.entry(ablate.RunSpec(GAME, "none", 1.0, 0), out / name)
-        entry.update(status="running", attempts=1, pid=agent.pid)
-        manifest.save()
+        assert holder.stdout.readline().strip() == "1"
         t0 = time.time()
         proc = run_cli(*("--env-ids", GAME, "--methods", "none", "--replay-ratios", "1", "--out", str(out)),
                        *("--stop-grace", "1", *FAULT))  # fmt: skip
-        assert proc.returncode == 2, proc.stdout + proc.stderr
-        assert "waiting up to 1 s" in proc.stdout and time.time() - t0 >= 1
-        assert f"agents of an earlier sweep still run: ['{name} (pid {agent.pid})']" in proc.stderr
-        assert manifest_of(out)["runs"][name]["status"] == "running" and not (out / "logs").exists()
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert time.time() - t0 >= 1 and f"busy: {name}" in proc.stdout and "sweep done: 1 busy" in proc.stdout
+        assert not (out / name).exists() and attempts(out, "start") == []
     finally:
-        agent.kill()
-        agent.wait()
+        holder.kill()
+        holder.wait()
+    with open(out / "logs" / f"{name}.log", "ab") as log:  # the holder's death released the lock
+        fcntl.flock(log, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 # ---------------------------------------------------------------------------------- real DQN under faults (slow)
@@ -171,25 +174,19 @@ def test_kill_9_of_an_agent_is_retried_from_its_checkpoint(tmp_path, sweeps):
     # Killed just after the checkpoint at env step 200, where the first 100 updates were logged (step 200): the resumed
     # run must neither log them twice nor lose them.
     wait_for(lambda: "checkpoint (periodic) at env step 200" in log_text(out, a, 1), proc, f"{a}'s checkpoint at 200")
-    pid = manifest_of(out)["runs"][a]["pid"]
+    pid = agent_pid(out, a)
     assert pid_alive(pid)
     os.kill(pid, signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stdout + stderr[-3000:]
     assert "sweep done: 2 finished" in stdout
-    assert f"failed: {a} (exit code -9" in stdout and "retry 1/1" in stdout
-
-    runs = manifest_of(out)["runs"]
-    entry = runs[a]
-    assert entry["status"] == "finished" and entry["attempts"] == 2
-    assert [(h["status"], h["exit_code"], h["resumed"]) for h in entry["history"]] == [
-        ("failed", -9, False),
-        ("finished", 0, True),
-    ]
-    assert entry["command"][-2:] == ["--resume", str(out / a)]
-    assert f"resumed {out / a} at env step 200 (update 100)" in log_text(out, a, 2)
+    assert f"failed: {a} (exit code -9" in stdout and f"retry 1/1 of {a}" in stdout
+    assert [(e["status"], e["exit_code"]) for e in attempts(out, "end", a)] == [("failed", -9), ("finished", 0)]
+    starts = attempts(out, "start", a)
+    assert "--resume" not in starts[0]["command"] and starts[1]["command"][-2:] == ["--resume", str(out / a)]
+    assert "resumed at env step 200 (update 100)" in log_text(out, a, 2)
     assert not pid_alive(pid)
-    assert runs[b]["attempts"] == 1 and [h["status"] for h in runs[b]["history"]] == ["finished"]
+    assert [e["status"] for e in attempts(out, "end", b)] == ["finished"]
     assert len(list((out / a).glob("events.out.tfevents.*"))) == 2
     for name in (a, b):
         check_finished(out / name)
@@ -204,19 +201,12 @@ def test_kill_9_of_the_runner_stops_its_agents_and_the_rerun_resumes(tmp_path, s
     args += ["--workers", "2", "--max-retries", "0", *FAULT]
     proc = start_sweep(sweeps, *args)
     wait_for(
-        lambda: (
-            (out / fast / "result.json").is_file()
-            and (out / slow / "checkpoint.pt").is_file()
-            and manifest_of(out)["runs"][fast]["status"] == "finished"
-        ),
+        lambda: attempts(out, "end", fast) and (out / slow / "checkpoint.pt").is_file(),
         proc,
         f"{fast} finished while {slow} has a checkpoint",
     )
     assert not (out / slow / "result.json").exists(), f"{slow} finished before the kill; the test needs it mid-run"
-    pid = manifest_of(out)["runs"][slow]["pid"]
-    # A second thread in the runner would re-parent its agents once more on the way down: a second SIGTERM, which the
-    # agent takes as "stop without checkpoint".
-    assert os.listdir(f"/proc/{proc.pid}/task") == [str(proc.pid)]
+    pid = agent_pid(out, slow)
     proc.kill()
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
@@ -227,25 +217,16 @@ def test_kill_9_of_the_runner_stops_its_agents_and_the_rerun_resumes(tmp_path, s
         time.sleep(0.2)
     assert "stopped by SIGTERM" in log_text(out, slow, 1)
     assert (out / slow / "checkpoint.pt").is_file() and not (out / slow / "result.json").exists()
-    before = manifest_of(out)["runs"]
-    assert (before[fast]["status"], before[slow]["status"]) == ("finished", "running")
     fast_mtime = (out / fast / "result.json").stat().st_mtime_ns
-    fast_logs = sorted(p.name for p in (out / "logs").glob(f"{fast}.*"))
+    assert attempts(out, "end", slow) == []  # the runner died before the attempt's end
 
     again = run_cli(*args)
     assert again.returncode == 0, again.stdout + again.stderr[-3000:]
     assert "2 runs in the grid: 1 finished, 1 to run (1 resume from a checkpoint)" in again.stdout
-    runs = manifest_of(out)["runs"]
-    assert runs[fast] == before[fast] and runs[fast]["attempts"] == 1
-    assert (out / fast / "result.json").stat().st_mtime_ns == fast_mtime
-    assert sorted(p.name for p in (out / "logs").glob(f"{fast}.*")) == fast_logs
-    entry = runs[slow]
-    assert entry["status"] == "finished" and entry["attempts"] == 2 and entry["resumed"] is True
-    # The runner died before recording attempt 1; the re-run records it as interrupted.
-    assert [(h["attempt"], h["status"], h["resumed"]) for h in entry["history"]] == [
-        (1, "interrupted", False),
-        (2, "finished", True),
-    ]
+    assert len(attempts(out, "start", fast)) == 1 and (out / fast / "result.json").stat().st_mtime_ns == fast_mtime
+    starts = attempts(out, "start", slow)
+    assert len(starts) == 2 and starts[1]["command"][-2:] == ["--resume", str(out / slow)]
+    assert [e["status"] for e in attempts(out, "end", slow)] == ["finished"]
     assert "resumed" in log_text(out, slow, 2)
     for name in (fast, slow):
         check_finished(out / name)
@@ -261,21 +242,16 @@ def test_a_hung_agent_is_killed_at_the_run_timeout_and_resumed(tmp_path, sweeps)
         *("--max-retries", "1", "--run-timeout", str(RUN_TIMEOUT), "--stop-grace", "2", *FAULT),
     )
     wait_for(lambda: (out / name / "checkpoint.pt").is_file(), proc, f"{name}'s first checkpoint")
-    pid = manifest_of(out)["runs"][name]["pid"]
+    pid = agent_pid(out, name)
     # A stopped process neither runs nor handles the timeout's SIGTERM: only the SIGKILL after --stop-grace ends it.
     os.kill(pid, signal.SIGSTOP)
     stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT + 180)
     assert proc.returncode == 0, stdout + stderr[-3000:]
     assert f"timeout: {name} (exit code -9" in stdout
     assert not pid_alive(pid)
-    entry = manifest_of(out)["runs"][name]
-    assert entry["status"] == "finished" and entry["attempts"] == 2
-    first = entry["history"][0]
-    lasted = dt.datetime.fromisoformat(first["end_time"]) - dt.datetime.fromisoformat(first["start_time"])
-    assert RUN_TIMEOUT <= lasted.total_seconds() < RUN_TIMEOUT + 2 + 5, lasted
-    assert [(h["status"], h["exit_code"], h["resumed"]) for h in entry["history"]] == [
-        ("timeout", -9, False),
-        ("finished", 0, True),
-    ]
+    ends = attempts(out, "end", name)
+    assert [(e["status"], e["exit_code"]) for e in ends] == [("timeout", -9), ("finished", 0)]
+    assert RUN_TIMEOUT <= ends[0]["seconds"] < RUN_TIMEOUT + 2 + 5, ends[0]
+    assert attempts(out, "start", name)[1]["command"][-2:] == ["--resume", str(out / name)]
     assert "resumed" in log_text(out, name, 2)
     check_finished(out / name)
