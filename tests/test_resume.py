@@ -93,5 +93,5 @@ def test_sac_resume_is_exact_on_humanoid_bench(tmp_path):
     flags = [*SAC, "--env-id", "h1-walk-v0", "--reset", "fire"]
     straight, resumed = straight_and_resumed(tmp_path, "sac_simba", flags, 100)
     a, b = checkpoint(straight), checkpoint(resumed)
-    assert a["global_step"] == b["global_step"] == 200 and a["update_step"] == b["update_step"] > 0
+    assert a["global_step"] == b["global_step"] >= 200 and a["update_step"] == b["update_step"] > 0
     assert_same(a, b)
