@@ -108,11 +108,14 @@ def lock_run_dir(path: Path, probe: bool = False) -> int | None:
 
 
 def parse_args(cls: type, agent: str, presets: dict[str, dict] | None = None, argv: list[str] | None = None):
-    """Parse the command line into `cls` (a tyro dataclass with `RunArgs` fields), check it, and load `--resume`.
+    """Parse the command line into `cls` (a tyro dataclass with `RunArgs` fields), check it, and load the checkpoint
+    of ``--resume`` or ``--branch-from``.
 
-    Defaults come from the preset named by ``--preset`` (so ``--help`` shows the values a run will use), or, with
-    ``--resume DIR``, from the flags saved in the run's checkpoint: a resumed run is the run in DIR. Flags given with
-    ``--resume`` may only change what `RESUMABLE` lists; any other one changes what the checkpoint means and is refused.
+    Defaults come from the preset named by ``--preset`` (so ``--help`` shows the values a run will use), or from the
+    flags saved in the checkpoint: a resumed run is the run in DIR, a branch starts as its source. With ``--resume``
+    only the flags in `RESUMABLE` may differ from the saved ones, with ``--branch-from`` those in `BRANCHABLE`; any
+    other one changes what the checkpoint means and is refused. ``--reset-at-start`` adds the branch's env step to
+    ``reset_at``.
 
     Returns:
         ``(args, checkpoint payload or None)``. Exits with code 2 and one line naming the bad value on any error
