@@ -1,32 +1,31 @@
 """Environment state for checkpoints: `get_env_state` and `set_env_state`, one explicit protocol per object type.
 
-A run that checkpoints its envs and resumes in a new process continues as if it had never stopped: N steps, checkpoint,
-new process, N more steps give the outputs of 2N steps, bit for bit on CPU. Pickling cannot do it (wrappers re-run
-their constructors on unpickling, an ``AtariEnv`` pickles without its emulator), so the caller rebuilds the env with
-the SAME factory call and `set_env_state` writes the saved values into it, object by object along ``env``,
-``env.env``, ... ``env.unwrapped`` (for a `SyncVectorEnv`: its vector wrappers, itself, each sub-env's chain), with
-the first protocol that applies, plus the RNGs of each object's spaces (agents sample warm-up actions from them):
+A run that checkpoints its envs and resumes in a new process continues as if it had never stopped (N steps, checkpoint,
+new process, N more steps give the outputs of 2N steps, bit for bit on CPU). Pickling cannot do it (wrappers re-run
+their constructors on unpickling, an ``AtariEnv`` pickles without its emulator), so the caller rebuilds the env with the
+SAME factory call and `set_env_state` writes the saved values into it, object by object along ``env``, ``env.env``, ...
+``env.unwrapped`` (a `SyncVectorEnv`: its vector wrappers, itself, each sub-env's chain), with the first protocol that
+applies, plus the RNGs of each object's spaces (agents sample warm-up actions from them):
 
 1. its own ``state_dict()`` / ``load_state_dict(state)``: fire_rl's wrappers;
 2. `WRAPPER_FIELDS`: what each gymnasium wrapper (and `SyncVectorEnv`) keeps between steps, by exact type;
 3. a base env:
-   - ALE (``ale_py.env.AtariEnv``): ``ALEInterface.cloneState(include_rng=True)`` / ``restoreState`` (emulator, RAM,
-     frame counters, ALE's RNG) and ``np_random``; not with ALE's own sticky actions, whose repeated action ale-py
-     0.12.1 keeps outside ``ALEState`` (`make_atari_env` makes actions sticky in a wrapper instead);
+   - ALE (``ale_py.env.AtariEnv``): ``ALEInterface.cloneState(include_rng=True)`` / ``restoreState`` and
+     ``np_random``; not with ALE's own sticky actions, whose repeated action ale-py 0.12.1 keeps outside ``ALEState``;
    - gymnasium MuJoCo (``MujocoEnv``): the MuJoCo state below and ``np_random``;
-   - HumanoidBench (``HumanoidEnv``): the same plus what its task changes in an episode (`HUMANOID_BENCH_TASK_FIELDS`;
-     SitHard and Reach also draw from numpy's global RNG, which the agents' checkpoints hold);
+   - HumanoidBench (``HumanoidEnv``): the same plus the fields its task changes in an episode
+     (`HUMANOID_BENCH_TASK_FIELDS`; SitHard and Reach also draw from numpy's global RNG, which checkpoints hold);
    - dm_control suite envs through shimmy: ``_step_count``, ``_reset_next_step``, the task's ``_random`` and the
      physics' MuJoCo state.
    MuJoCo state: ``mj_getState(mjSTATE_INTEGRATION)``, restored by ``mj_setState`` and ``mj_forward`` (rebuilding
-   contacts), then every model-sized MjData array written back: after ``mj_step`` derived quantities lag a substep
-   behind qpos and envs read them before the next step (Humanoid-v5's centre of mass); and `MJMODEL_EPISODE_FIELDS`.
+   contacts), then every model-sized MjData array written back (after ``mj_step`` derived quantities lag a substep
+   behind qpos, and envs read them, e.g. Humanoid-v5's centre of mass), and `MJMODEL_EPISODE_FIELDS`.
    https://mujoco.readthedocs.io/en/stable/APIreference/APIfunctions.html#mj-getstate
 
 Any other object (``AsyncVectorEnv``, ale-py's ``AtariVectorEnv``, unknown envs and wrappers) makes the state inexact:
-`get_env_state` warns once, `set_env_state` returns False and the caller resets its envs, so unfinished episodes
-restart. States are dicts of lists, numpy arrays, bytes and scalars (``torch.save``, ``torch.load(weights_only=False)``)
-tied to the installed ale-py and mujoco.
+`get_env_state` warns once, `set_env_state` returns False and the caller resets its envs. States are dicts of lists,
+numpy arrays, bytes and scalars (``torch.save``, ``torch.load(weights_only=False)``), tied to the installed ale-py and
+mujoco.
 """
 
 from __future__ import annotations
@@ -58,7 +57,8 @@ WRAPPER_FIELDS: dict[type, tuple[str, ...]] = {
     _W.StickyAction: ("last_action", "is_sticky_actions", "num_repeats", "repeats_taken"),
     _W.FrameStackObservation: ("obs_queue", "padding_value"),
     _W.RecordVideo: ("episode_id", "step_id"),  # the schedule; a video being recorded at the checkpoint is cut
-    _W.TransformReward: (), _W.RescaleAction: (), _W.FlattenObservation: (),
+    _W.TransformReward: (), _W.RescaleAction: (), _W.TransformAction: (), _W.DtypeObservation: (),
+    _W.FlattenObservation: (),
     gym.vector.SyncVectorEnv: ("_env_obs", "_observations", "_rewards", "_terminations", "_truncations",
                                "_autoreset_envs"),
     _W.vector.RecordEpisodeStatistics: ("episode_count", "episode_start_times", "episode_returns", "episode_lengths",
@@ -135,15 +135,11 @@ def _mujoco_get(model: Any, data: Any) -> dict[str, Any]:
     if int(model.signature) not in _mjdata_fields_cache:  # the arrays a fresh MjData has with the same shape
         fresh = mujoco.MjData(model)
         _mjdata_fields_cache[int(model.signature)] = tuple(
-            name
-            for name in dir(fresh)
-            if not name.startswith("_")
-            and name not in _MJDATA_SKIP
-            and isinstance(live := getattr(data, name), np.ndarray)
+            name for name in dir(fresh) if not name.startswith("_") and name not in _MJDATA_SKIP
+            and isinstance(live := getattr(data, name), np.ndarray) and live.size > 0
             and not live.flags.owndata  # a view into MjData's buffer, not a copy made on access
-            and live.size > 0
             and getattr(fresh, name).shape == live.shape
-        )
+        )  # fmt: skip
     spec = mujoco.mjtState.mjSTATE_INTEGRATION
     integration = np.empty(mujoco.mj_stateSize(model, spec), dtype=np.float64)
     mujoco.mj_getState(model, data, integration, spec)
@@ -276,9 +272,7 @@ def get_env_state(env: gym.Env | gym.vector.VectorEnv) -> dict[str, Any]:
 
     Returns:
         ``{"format", "version", "env": outermost type, "exact": bool, "structure": [[type, ...], ...] per chain,
-        "layers": [{"state", "spaces"}, ...] in chain order or None, "reason": None or why inexact}``. Pickled: about
-        175 KB per Atari env (two 210x160 max-pool frames, the 4-frame stack), 40-55 KB for Humanoid-v5, dm_control
-        humanoid and HumanoidBench h1, 180 KB for h1hand.
+        "layers": [{"state", "spaces"}, ...] in chain order or None, "reason": None or why inexact}``.
 
     Raises:
         ValueError: `env` is neither a gymnasium Env nor a VectorEnv.

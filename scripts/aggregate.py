@@ -4,25 +4,20 @@
     python scripts/aggregate.py runs/a runs/b --out results --metric charts/episodic_return --last-k 10
     python scripts/aggregate.py runs/health_8k --health            # memory and time per env step after the buffer fills
 
-A run directory holds the agent's ``config.json`` (``env_id``, ``reset``, ``replay_ratio``, ``seed``) and its scalars:
-``scalars.csv`` (``tag,step,value``, step = env steps, written by the agents' run lifecycle), or else its tensorboard
-event files, read with tensorboard's ``EventAccumulator``, which drops what a resumed run purged.
-
-Outputs, in ``--out`` (default ``FIRST_ROOT/aggregate``):
-- ``scalars.csv`` (and ``scalars.parquet`` with pyarrow): one row per (run, tag, step): ``run, env_id, game, method,
-  replay_ratio, seed, tag, step, value``; ``runs.csv``: one row per run; ``resets.csv``: their ``resets.jsonl``.
-- ``scores.csv``: per run, ``final`` = mean of the per-step curve of ``--metric`` over its last K points, ``auc`` =
-  trapezoid over env steps / step span, and for Atari ``final_hns``, ``auc_hns``: HNS = (score − random) / (human −
-  random), references from ``scripts/atari_scores.csv`` (DeepMind's DQN Zoo table, google-deepmind/dqn_zoo@45061f4
-  ``dqn_zoo/atari_data.py``; the same as rliable's and BBF's Atari 100k tables on those 26 games).
+A run directory holds the agent's ``config.json`` (``env_id``, ``reset``, ``replay_ratio``, ``seed``) and its
+``scalars.csv`` (``tag,step,value``, step = env steps), or else tensorboard event files (``EventAccumulator``, which
+drops what a resumed run purged). Outputs, in ``--out`` (default ``FIRST_ROOT/aggregate``):
+- ``scalars.csv`` (and ``.parquet`` with pyarrow): ``run, env_id, game, method, replay_ratio, seed, tag, step, value``;
+  ``runs.csv``: one row per run; ``resets.csv``: their ``resets.jsonl``.
+- ``scores.csv``: per run, ``final`` = mean of the last K points of ``--metric``, ``auc`` = trapezoid over env steps /
+  step span, and for Atari ``final_hns``, ``auc_hns``: HNS = (score − random) / (human − random), references from
+  ``scripts/atari_scores.csv`` (google-deepmind/dqn_zoo@45061f4 ``dqn_zoo/atari_data.py``).
 - ``aggregates.csv``, ``summary.md``: per (suite, method, replay ratio) and score: IQM, median, mean and optimality gap
-  with stratified-bootstrap intervals (rliable; Agarwal et al. 2021, "Deep RL at the Edge of the Statistical
-  Precipice", NeurIPS). Suites: all Atari runs form ``atari-hns`` (tasks = games, on HNS, gap threshold
-  ``--gap-threshold``); any other env id is its own suite on the raw return (``--raw-gap-threshold``).
-- ``curves.csv``: per (env id, method, replay ratio, tag) and env step, the IQM over seeds with its stratified-bootstrap
-  interval (rliable's sample-efficiency curves), for the return tags and `PLASTICITY_KEYS`.
-- ``profiles.csv``: performance profiles (rliable ``create_performance_profile``): per suite, replay ratio, score and
-  method, the fraction of runs scoring above τ, with its interval.
+  with stratified-bootstrap intervals (rliable; Agarwal et al. 2021, NeurIPS). Suites: all Atari runs form
+  ``atari-hns`` (tasks = games, HNS, gap threshold ``--gap-threshold``); any other env id is its own suite on the raw
+  return (``--raw-gap-threshold``).
+- ``curves.csv``: per (env id, method, replay ratio, tag) and env step, the IQM over seeds with its interval, for the
+  return tags and `PLASTICITY_KEYS`; ``profiles.csv``: performance profiles (rliable ``create_performance_profile``).
 
 ``--health``: `health` of every run instead (``health.csv``; exit code 1 unless every verdict is flat).
 """
@@ -56,18 +51,16 @@ PLASTICITY_KEYS = ("dfi_mean", "dfi_normalized_mean", "dormant_ratio", "dormant"
 
 # ----------------------------------------------------------------------------------------------------- reference scores
 def load_score_table(path: str | Path = SCORES_CSV) -> pd.DataFrame:
-    """The Atari reference table (columns ``game``, ``ale_v5_id``, ``random``, ``human``, float64 scores).
+    """The Atari reference table (``game``, ``ale_v5_id``, ``random``, ``human``; float64 scores).
 
     Raises:
         ValueError: a required column is missing or a game has human == random (HNS undefined).
     """
     table = pd.read_csv(path)
-    missing = {"game", "ale_v5_id", "random", "human"} - set(table.columns)
-    if missing:
+    if missing := {"game", "ale_v5_id", "random", "human"} - set(table.columns):
         raise ValueError(f"score table {path}: missing columns {sorted(missing)}")
     table = table.astype({"random": np.float64, "human": np.float64})
-    flat = table[table["human"] == table["random"]]
-    if len(flat):
+    if len(flat := table[table["human"] == table["random"]]):
         raise ValueError(f"score table {path}: human == random for {list(flat['game'])}")
     return table
 
@@ -90,16 +83,8 @@ def human_normalized(score, random: float, human: float):
 
 
 # ------------------------------------------------------------------------------------------------------ reading runs
-def find_run_dirs(roots: Sequence[str | Path]) -> list[Path]:
-    """Every directory under `roots` (themselves included) with a ``config.json`` and scalars, sorted."""
-    found = {p.parent for root in roots for p in Path(root).rglob("config.json")}
-    has_scalars = [d for d in found if (d / "scalars.csv").is_file() or any(d.glob("events.out.tfevents.*"))]
-    return sorted(has_scalars)
-
-
 def tensorboard_scalars(run_dir: str | Path) -> pd.DataFrame:
-    """Every scalar event of a run's tensorboard files, ``tag, step, value, wall_time``, read with tensorboard's
-    ``EventAccumulator`` (which drops the events a resumed run purged)."""
+    """Every scalar event of a run's tensorboard files: ``tag, step, value, wall_time``."""
     from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
     acc = EventAccumulator(str(run_dir), size_guidance={SCALARS: 0})
@@ -124,16 +109,10 @@ def read_run_config(run_dir: str | Path) -> dict:
         ValueError: a key is missing (the message names the run directory and the keys).
     """
     config = json.loads((Path(run_dir) / "config.json").read_text())
-    missing = [key for key in ("env_id", "reset", "replay_ratio", "seed") if config.get(key) is None]
-    if missing:
+    if missing := [key for key in ("env_id", "reset", "replay_ratio", "seed") if config.get(key) is None]:
         raise ValueError(f"run directory {run_dir}: config.json has no {missing}")
-    return {
-        "env_id": str(config["env_id"]),
-        "method": str(config["reset"]),
-        "replay_ratio": float(config["replay_ratio"]),
-        "seed": int(config["seed"]),
-        "config": config,
-    }
+    return {"env_id": str(config["env_id"]), "method": str(config["reset"]),
+            "replay_ratio": float(config["replay_ratio"]), "seed": int(config["seed"]), "config": config}  # fmt: skip
 
 
 def read_resets(run_dir: str | Path) -> pd.DataFrame:
@@ -146,7 +125,7 @@ def read_resets(run_dir: str | Path) -> pd.DataFrame:
 
 
 def load_runs(roots: Sequence[str | Path], table: pd.DataFrame | None = None):
-    """Read every run under `roots`.
+    """Read every run under `roots` (every directory with a ``config.json`` and scalars, the roots included).
 
     Returns:
         ``(scalars, runs, resets)``: ``CONFIG_COLUMNS + [tag, step, value]``, one row per run (``CONFIG_COLUMNS +
@@ -158,7 +137,8 @@ def load_runs(roots: Sequence[str | Path], table: pd.DataFrame | None = None):
     """
     table = load_score_table() if table is None else table
     roots = [Path(r).resolve() for r in roots]
-    run_dirs = find_run_dirs(roots)
+    found = {p.parent for root in roots for p in root.rglob("config.json")}
+    run_dirs = sorted(d for d in found if (d / "scalars.csv").is_file() or any(d.glob("events.out.tfevents.*")))
     if not run_dirs:
         raise ValueError(f"no run directories (config.json with scalars) under {[str(r) for r in roots]}")
     names = [str(next((d.relative_to(r) for r in roots if d.is_relative_to(r) and d != r), d.name)) for d in run_dirs]
@@ -167,14 +147,8 @@ def load_runs(roots: Sequence[str | Path], table: pd.DataFrame | None = None):
     scalars, runs, resets = [], [], []
     for name, run_dir in zip(names, run_dirs):
         cfg = read_run_config(run_dir)
-        config = {
-            "run": name,
-            "env_id": cfg["env_id"],
-            "game": atari_game(cfg["env_id"], table) or "",
-            "method": cfg["method"],
-            "replay_ratio": cfg["replay_ratio"],
-            "seed": cfg["seed"],
-        }
+        config = {"run": name, "env_id": cfg["env_id"], "game": atari_game(cfg["env_id"], table) or ""}
+        config |= {key: cfg[key] for key in ("method", "replay_ratio", "seed")}
         runs.append({**config, "run_dir": str(run_dir)})
         scalars.append(read_scalars(run_dir).assign(**config)[[*CONFIG_COLUMNS, "tag", "step", "value"]])
         events = read_resets(run_dir)
@@ -191,32 +165,16 @@ def step_curve(steps, values) -> tuple[np.ndarray, np.ndarray]:
 
 
 def final_score(values, last_k: int) -> float:
-    """Mean of the last `last_k` points of a per-step curve (all of them when it is shorter).
-
-    Raises:
-        ValueError: `last_k` < 1 or the curve is empty.
-    """
-    if last_k < 1:
-        raise ValueError(f"last_k={last_k!r}: must be an integer >= 1")
-    if len(values) == 0:
-        raise ValueError("final_score of an empty curve")
+    """Mean of the last `last_k` points of a per-step curve (all of them when it is shorter)."""
     return float(np.mean(np.asarray(values, dtype=np.float64)[-last_k:]))
 
 
 def auc_score(steps, values) -> float:
-    """Trapezoid area of a per-step curve over env steps divided by the step span: a step-weighted mean, in the units
-    of `values`; a single point's AUC is its value.
-
-    Raises:
-        ValueError: empty input, mismatched lengths, or steps not strictly increasing.
-    """
+    """Trapezoid area of a `step_curve` (steps strictly increasing) over env steps divided by the step span: a
+    step-weighted mean, in the units of `values`; a single point's AUC is its value."""
     steps, values = np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64)
-    if len(steps) == 0 or len(steps) != len(values):
-        raise ValueError(f"auc_score: need equal, non-zero lengths, got steps {len(steps)} and values {len(values)}")
     if len(steps) == 1:
         return float(values[0])
-    if np.any(np.diff(steps) <= 0):
-        raise ValueError("auc_score: steps must be strictly increasing")
     return float(scipy.integrate.trapezoid(values, steps) / (steps[-1] - steps[0]))
 
 
@@ -245,13 +203,9 @@ def run_scores(scalars: pd.DataFrame, metric: str, last_k: int, table: pd.DataFr
                      "last_step": int(steps[-1]), "final": final, "auc": auc, "final_hns": hns[0],
                      "auc_hns": hns[1]})  # fmt: skip
     scores = pd.DataFrame(rows)
-    short = scores[scores["n_points"] < last_k]
-    if len(short):
-        warnings.warn(
-            f"{len(short)} run(s) have fewer than --last-k={last_k} points of {metric!r} (fewest: "
-            f"{short['n_points'].min()}); their final score averages all points",
-            stacklevel=2,
-        )
+    if len(short := scores[scores["n_points"] < last_k]):
+        warnings.warn(f"{len(short)} run(s) have fewer than --last-k={last_k} points of {metric!r} (fewest: "
+                      f"{short['n_points'].min()}); their final score averages all points", stacklevel=2)  # fmt: skip
     return scores
 
 
@@ -263,11 +217,8 @@ def score_matrix(group: pd.DataFrame, column: str) -> tuple[np.ndarray, list[str
     columns = [group[group["env_id"] == t].sort_values("seed")[column].to_numpy(np.float64) for t in tasks]
     n_runs = min(len(c) for c in columns)
     if any(len(c) > n_runs for c in columns):
-        warnings.warn(
-            f"tasks have unequal run counts ({[len(c) for c in columns]}); keeping {n_runs} per task, "
-            f"dropping {sum(len(c) - n_runs for c in columns)} run(s)",
-            stacklevel=2,
-        )
+        warnings.warn(f"tasks have unequal run counts ({[len(c) for c in columns]}); keeping {n_runs} per task, "
+                      f"dropping {sum(len(c) - n_runs for c in columns)} run(s)", stacklevel=2)  # fmt: skip
     return np.stack([c[:n_runs] for c in columns], axis=1), tasks
 
 
@@ -289,12 +240,9 @@ def seeded(seed: int):
 
 def rliable_estimates(matrix, gap_threshold: float | None, reps: int, confidence: float, seed: int):
     """IQM, median, mean and optimality gap (γ = `gap_threshold`; None leaves it NaN) of a (num_runs, num_tasks)
-    score matrix with percentile stratified-bootstrap intervals: ``rliable.library.get_interval_estimates`` with
-    ``rliable.metrics``' aggregates, `reps` replications under `seeded`.
-
-    Returns:
-        ``(point (4,), interval (2, 4))`` in `STATISTICS` order, lower row first.
-    """
+    score matrix with percentile stratified-bootstrap intervals (``rliable.library.get_interval_estimates`` with
+    ``rliable.metrics``' aggregates, `reps` replications under `seeded`): ``(point (4,), interval (2, 4))`` in
+    `STATISTICS` order, lower row first."""
     from rliable import library, metrics
 
     def statistics(x):
@@ -311,11 +259,8 @@ def rliable_estimates(matrix, gap_threshold: float | None, reps: int, confidence
 def aggregate_scores(scores, reps=2_000, confidence=0.95, seed=0, gap_threshold=1.0, raw_gap_threshold=None):
     """`rliable_estimates` per (suite, method, replay ratio) and score kind: ``atari-hns`` on ``final_hns`` /
     ``auc_hns`` over games with `gap_threshold`, every other suite on its raw ``final`` / ``auc`` with
-    `raw_gap_threshold`.
-
-    Returns:
-        ``suite, method, replay_ratio, score, statistic, estimate, ci_low, ci_high, n_runs, n_tasks, confidence``.
-    """
+    `raw_gap_threshold`. Columns: ``suite, method, replay_ratio, score, statistic, estimate, ci_low, ci_high, n_runs,
+    n_tasks, confidence``."""
     rows = []
     for (suite, method, replay_ratio), group in scores.groupby(["suite", "method", "replay_ratio"], sort=True):
         hns = suite == ATARI_SUITE
@@ -351,17 +296,11 @@ def align_runs(runs: pd.DataFrame, points: int) -> tuple[np.ndarray, np.ndarray]
     return grid, np.stack([np.interp(grid, s, v) for s, v in curves])
 
 
-def curve_tags(tags) -> list[str]:
-    """The tags that get curves: `RETURN_TAGS` and the plasticity tags whose last component is in `PLASTICITY_KEYS`."""
-    plasticity = {t for t in tags if t.startswith("plasticity/") and t.rsplit("/", 1)[-1] in PLASTICITY_KEYS}
-    return sorted(plasticity | (set(tags) & set(RETURN_TAGS)))
-
-
 def curves(scalars: pd.DataFrame, reps=500, confidence=0.95, seed=0, points=100) -> pd.DataFrame:
-    """Sample-efficiency curves (Agarwal et al. 2021, Fig. 9): per (env id, method, replay ratio, tag of `curve_tags`)
-    the IQM over seeds at each step of `align_runs` with its stratified-bootstrap interval, from
-    ``rliable.library.get_interval_estimates``. The IQM is ``rliable.metrics.aggregate_iqm`` at each step, computed
-    for all steps at once by the same ``scipy.stats.trim_mean(·, 0.25)``.
+    """Sample-efficiency curves (Agarwal et al. 2021, Fig. 9) of `RETURN_TAGS` and the plasticity tags whose last
+    component is in `PLASTICITY_KEYS`: per (env id, method, replay ratio, tag) the IQM over seeds at each step of
+    `align_runs` with its stratified-bootstrap interval (``rliable.library.get_interval_estimates``; the IQM is
+    ``rliable.metrics.aggregate_iqm``'s ``scipy.stats.trim_mean(·, 0.25)``, for all steps at once).
 
     Returns:
         ``env_id, method, replay_ratio, tag, step, estimate, ci_low, ci_high, n_runs``; groups that cannot be aligned
@@ -372,9 +311,12 @@ def curves(scalars: pd.DataFrame, reps=500, confidence=0.95, seed=0, points=100)
     def iqm_per_step(x):  # (runs, 1, T) -> (T,)
         return scipy.stats.trim_mean(x.reshape(-1, x.shape[-1]), 0.25, axis=0)
 
+    tags = scalars["tag"]
+    wanted = tags.isin(RETURN_TAGS) | (
+        tags.str.startswith("plasticity/") & tags.str.split("/").str[-1].isin(PLASTICITY_KEYS)
+    )
     frames, keys = [], ["env_id", "method", "replay_ratio", "tag"]
-    selected = scalars[scalars["tag"].isin(curve_tags(scalars["tag"].unique()))]
-    for (env_id, method, rr, tag), group in selected.groupby(keys, sort=True):
+    for (env_id, method, rr, tag), group in scalars[wanted].groupby(keys, sort=True):
         try:
             steps, matrix = align_runs(group, points)
         except ValueError as err:
@@ -393,10 +335,7 @@ def profiles(scores: pd.DataFrame, reps=2_000, confidence=0.95, seed=0, taus=101
     """Performance profiles (Agarwal et al. 2021, Sec. 4.2): per suite, replay ratio and score kind, the fraction of
     runs (over all tasks) scoring above τ for each method, with stratified-bootstrap intervals, from
     ``rliable.library.create_performance_profile`` on `taus` thresholds spanning the scores (HNS for ``atari-hns``).
-
-    Returns:
-        ``suite, replay_ratio, score, method, tau, fraction, ci_low, ci_high``.
-    """
+    Columns: ``suite, replay_ratio, score, method, tau, fraction, ci_low, ci_high``."""
     from rliable import library
 
     frames = []
@@ -439,9 +378,9 @@ def step_times(run_dir: str | Path) -> pd.DataFrame:
 
 def health(scalars: pd.DataFrame, full_step: int, rss_pct: float = 5.0, time_pct: float = 10.0) -> pd.DataFrame:
     """Does anything grow with run length? Lines against env steps, from `full_step` (`buffer_full_step`) on, of
-    resident memory (``charts/rss_mb``, MB, logged every 100 updates) and of seconds per env step (`step_times`),
-    fitted by Theil-Sen (``scipy.stats.theilslopes``: the median of pairwise slopes, so the one interval that spans a
-    resume's restart, or a burst of load, does not tilt it).
+    resident memory (``charts/rss_mb``, MB) and of seconds per env step (`step_times`), fitted by Theil-Sen
+    (``scipy.stats.theilslopes``: the median of pairwise slopes, so the one interval that spans a resume's restart, or
+    a burst of load, does not tilt it).
 
     Returns:
         One row per quantity (``rss_mb``, ``s_per_env_step``): ``points``, ``first_step``, ``last_step``, ``median``,
@@ -449,55 +388,41 @@ def health(scalars: pd.DataFrame, full_step: int, rss_pct: float = 5.0, time_pct
         (`rss_pct`, `time_pct`) and ``verdict``: ``flat`` (|change| below the threshold), ``growing``, ``shrinking``,
         or ``unmeasured`` (fewer than 3 steps after the buffer fills).
     """
-    rows = []
-    for quantity, tag, threshold in (
-        ("rss_mb", "charts/rss_mb", rss_pct),
-        ("s_per_env_step", "s_per_env_step", time_pct),
-    ):
+    rows, quantities = [], {"rss_mb": ("charts/rss_mb", rss_pct), "s_per_env_step": ("s_per_env_step", time_pct)}
+    for quantity, (tag, threshold) in quantities.items():
         sel = scalars[(scalars["tag"] == tag) & (scalars["step"] >= full_step)]
         steps, values = step_curve(sel["step"], sel["value"])
         row = {"quantity": quantity, "points": len(steps), "threshold_pct": threshold, "verdict": "unmeasured"}
         if len(steps) >= 3:
-            slope = scipy.stats.theilslopes(values, steps)[0]
-            change = 100.0 * slope * (steps[-1] - steps[0]) / np.median(values)
+            slope, median = scipy.stats.theilslopes(values, steps)[0], np.median(values)
+            change = 100.0 * slope * (steps[-1] - steps[0]) / median
             verdict = "flat" if abs(change) < threshold else "growing" if change > 0 else "shrinking"
-            row |= {
-                "first_step": int(steps[0]),
-                "last_step": int(steps[-1]),
-                "median": np.median(values),
-                "slope": slope,
-            }
-            row |= {"change_pct": change, "verdict": verdict}
+            row |= {"first_step": int(steps[0]), "last_step": int(steps[-1]), "median": median, "slope": slope,
+                    "change_pct": change, "verdict": verdict}  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------------------------------------- summary
-def _fmt(x: float) -> str:
-    return "–" if not np.isfinite(x) else f"{x:.3f}" if abs(x) < 100 else f"{x:.1f}"
-
-
 def markdown_summary(aggregates: pd.DataFrame, metric: str, last_k: int, reps: int) -> str:
     """A Markdown table per suite and score kind: rows (method, replay ratio), cells ``estimate [low, high]``."""
-    lines = [
-        "# Aggregate scores",
-        "",
-        f"Metric `{metric}`; final = mean of its last {last_k} points; AUC = trapezoid over env steps / span.",
-        f"Intervals: {round(100 * aggregates['confidence'].iloc[0])}% stratified bootstrap (rliable, percentile, "
-        f"{reps} reps). Atari: human-normalized score, references from the DQN Zoo table "
-        "(google-deepmind/dqn_zoo@45061f4 dqn_zoo/atari_data.py).",
-        "",
-    ]
+
+    def fmt(x: float) -> str:
+        return "–" if not np.isfinite(x) else f"{x:.3f}" if abs(x) < 100 else f"{x:.1f}"
+
+    lines = ["# Aggregate scores", "",
+             f"Metric `{metric}`; final = mean of its last {last_k} points; AUC = trapezoid over env steps / span.",
+             f"Intervals: {round(100 * aggregates['confidence'].iloc[0])}% stratified bootstrap (rliable, percentile, "
+             f"{reps} reps). Atari: human-normalized score, references from the DQN Zoo table "
+             "(google-deepmind/dqn_zoo@45061f4 dqn_zoo/atari_data.py).", ""]  # fmt: skip
+    header = ["method", "replay ratio", "runs × tasks", *STATISTICS]
     for (suite, kind), block in aggregates.groupby(["suite", "score"], sort=False):
         unit = "human-normalized score" if suite == ATARI_SUITE else "return"
-        header = ["method", "replay ratio", "runs × tasks", *STATISTICS]
         lines += [f"## {suite}: {kind} ({unit})", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for (method, rr), rows in block.groupby(["method", "replay_ratio"], sort=True):
             rows = rows.set_index("statistic")
-            cells = [
-                f"{_fmt(rows.loc[s, 'estimate'])} [{_fmt(rows.loc[s, 'ci_low'])}, {_fmt(rows.loc[s, 'ci_high'])}]"
-                for s in STATISTICS
-            ]
+            cells = [f"{fmt(rows.loc[s, 'estimate'])} [{fmt(rows.loc[s, 'ci_low'])}, {fmt(rows.loc[s, 'ci_high'])}]"
+                     for s in STATISTICS]  # fmt: skip
             shape = f"{int(rows['n_runs'].iloc[0])} × {int(rows['n_tasks'].iloc[0])}"
             lines.append("| " + " | ".join([str(method), f"{rr:g}", shape, *cells]) + " |")
         lines.append("")
@@ -505,7 +430,8 @@ def markdown_summary(aggregates: pd.DataFrame, metric: str, last_k: int, reps: i
 
 
 # --------------------------------------------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
+    """The command line, every value checked through ``parser.error`` (exit code 2) before any work."""
     parser = argparse.ArgumentParser(prog="aggregate.py", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("roots", nargs="+", type=Path, help="sweep or run directories to search for runs")
@@ -523,35 +449,29 @@ def build_parser() -> argparse.ArgumentParser:
     add("--health", action="store_true", help="check each run's memory and time per env step instead (see `health`)")
     add("--rss-threshold-pct", type=float, default=5.0, help="--health: memory change over the run counted flat")
     add("--time-threshold-pct", type=float, default=10.0, help="--health: time change over the run counted flat")
-    return parser
-
-
-def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Reject bad values through ``parser.error`` (exit code 2) before any work."""
-    for root in args.roots:
-        if not root.is_dir():
-            parser.error(f"argument roots: {str(root)!r} is not a directory")
+    args = parser.parse_args(argv)
+    bad = [f"roots: {str(r)!r} is not a directory" for r in args.roots if not r.is_dir()]
     for name, low in (("last_k", 1), ("reps", 1), ("curve_reps", 1), ("points", 2)):
-        if getattr(args, name) < low:
-            parser.error(f"argument --{name.replace('_', '-')}: {getattr(args, name)} is invalid; allowed: >= {low}")
+        if (value := getattr(args, name)) < low:
+            bad.append(f"--{name.replace('_', '-')}: {value} is invalid; allowed: >= {low}")
     if not 0.0 < args.confidence < 1.0:
-        parser.error(f"argument --confidence: {args.confidence} is invalid; allowed: 0 < confidence < 1")
+        bad.append(f"--confidence: {args.confidence} is invalid; allowed: 0 < confidence < 1")
     for name in ("gap_threshold", "raw_gap_threshold", "rss_threshold_pct", "time_threshold_pct"):
-        value = getattr(args, name)
-        if value is not None and not (math.isfinite(value) and (value > 0 or "gap" in name)):
-            parser.error(
-                f"argument --{name.replace('_', '-')}: {value} is invalid; allowed: a finite number"
-                f"{'' if 'gap' in name else ' > 0'}"
+        gap, value = "gap" in name, getattr(args, name)
+        if value is not None and not (math.isfinite(value) and (value > 0 or gap)):
+            bad.append(
+                f"--{name.replace('_', '-')}: {value} is invalid; allowed: a finite number{'' if gap else ' > 0'}"
             )
     if not args.scores.is_file():
-        parser.error(f"argument --scores: {str(args.scores)!r} is not a file")
+        bad.append(f"--scores: {str(args.scores)!r} is not a file")
+    if bad:
+        parser.error(f"argument {bad[0]}")
+    return args, parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code (2 for bad input, via argparse)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    validate(args, parser)
+    args, parser = parse_args(argv)
     out = args.out if args.out is not None else args.roots[0] / "aggregate"
     try:
         table = load_score_table(args.scores)
@@ -572,9 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(checks.to_string(index=False), f"\n-> {out / 'health.csv'}")
         return 0 if (checks["verdict"] == "flat").all() else 1
     bootstrap = {"confidence": args.confidence, "seed": args.seed}
-    aggregates = aggregate_scores(
-        scores, args.reps, gap_threshold=args.gap_threshold, raw_gap_threshold=args.raw_gap_threshold, **bootstrap
-    )
+    gaps = {"gap_threshold": args.gap_threshold, "raw_gap_threshold": args.raw_gap_threshold}
+    aggregates = aggregate_scores(scores, args.reps, **gaps, **bootstrap)
     tables = {"scalars": scalars, "runs": runs, "resets": resets, "scores": scores, "aggregates": aggregates,
               "curves": curves(scalars, args.curve_reps, points=args.points, **bootstrap),
               "profiles": profiles(scores, args.reps, **bootstrap)}  # fmt: skip

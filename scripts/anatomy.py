@@ -1,7 +1,6 @@
 """Reset anatomy: what each reset method does to one trained agent, layer by layer (issue 13, item 3).
 
-    python scripts/anatomy.py RUN_DIR_OR_CHECKPOINT [--methods none fire fire-exact sp full pi redo] [--batch 256]
-        [--hessian-iters 20] [--out CSV] [--device cpu] [--seed 0]
+    python scripts/anatomy.py RUN_DIR_OR_CHECKPOINT [--methods fire sp] [--batch 256] [--out CSV] [--device cpu]
 
 The checkpoint (either agent, saved with ``--save-buffer``) is rebuilt by the agent's own ``train()`` (`_LoadOnly`).
 Each method is applied to a deep copy of it by the agent's `ResetScheduler` with the agent's recipe (paper-dqn /
@@ -60,8 +59,8 @@ class _Loaded(Exception):
 
 
 class _LoadOnly(Run):
-    """A `Run` that writes nothing: ``restore`` loads the checkpoint into what the agent's ``train()`` built (in the
-    agent's order, `Run.restore`) and leaves ``train()``: the networks are built by the agent's code, not a copy."""
+    """A `Run` that writes nothing; ``restore`` loads the checkpoint into what the agent's ``train()`` built (the
+    agent's own networks, `Run.restore`) and leaves ``train()``."""
 
     def start(self) -> None:
         pass
@@ -103,8 +102,8 @@ def top_hessian_eigenvalue(loss: torch.Tensor, params: list[torch.Tensor], iters
     Krishnan, Xiao 2019 ("An Investigation into Neural Net Optimization via Hessian Eigenvalue Density") and PyHessian
     (Yao et al. 2020). v₀: standard normal from a CPU generator seeded with `seed` (the same on any device); each step
     v ← Hv/‖Hv‖. Returns the Rayleigh quotient vᵀHv of the last unit v (sign kept; loss units per squared parameter
-    unit). The error shrinks like |λ₂/λ₁|^iters: a small eigengap leaves it under |λ₁| (a Rayleigh quotient never
-    exceeds it). `loss`: 0-dim, with a graph to `params`; `iters` ≥ 1.
+    unit), which a small eigengap leaves under |λ₁| (the error shrinks like |λ₂/λ₁|^iters). `loss`: 0-dim, with a graph
+    to `params`; `iters` ≥ 1.
     """
     generator = torch.Generator().manual_seed(seed)
     v = [torch.randn(p.shape, generator=generator, dtype=torch.float64).to(p) for p in params]
@@ -120,11 +119,11 @@ def top_hessian_eigenvalue(loss: torch.Tensor, params: list[torch.Tensor], iters
 
 
 def td_loss(name: str, args, state: dict, data, seed: int) -> torch.Tensor:
-    """The critic's TD loss on the replay batch `data`, written out here because the agents' ``update`` steps the
-    optimizer. DQN (agents/dqn_atari.py ``update``): Q(s, a) against r + γ(1 − d) max_a' Q'(s', a') (Double DQN: a'
-    from the online network), mse or Huber per ``--loss``. SAC (agents/sac_simba.py ``update``, qf1's term):
-    MSE(Q₁(s, a), r + γ(1 − d)(min over the targets used of Q'(s', a') − α log π(a'|s'))), both targets with clipped
-    double Q as ``--cdq`` resolves there, a' ~ π(·|s') with noise seeded by `seed` (the same for every state)."""
+    """The critic's TD loss on the replay batch `data` (written out: the agents' ``update`` steps the optimizer).
+    DQN (agents/dqn_atari.py ``update``): Q(s, a) against r + γ(1 − d) max_a' Q'(s', a') (Double DQN: a' from the
+    online network), mse or Huber per ``--loss``. SAC (agents/sac_simba.py ``update``, qf1's term): MSE(Q₁(s, a),
+    r + γ(1 − d)(min over the targets used of Q'(s', a') − α log π(a'|s'))), both targets with clipped double Q as
+    ``--cdq`` resolves there, a' ~ π(·|s') with noise seeded by `seed` (the same for every state)."""
     if name == "dqn_atari":
         q, target = state["q_network"], state["target_network"]
         with torch.no_grad():

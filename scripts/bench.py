@@ -1,32 +1,29 @@
-"""Benchmark the agents' own code: their `update` functions, the agent processes, resets and replay memory.
+"""Benchmark the agents' own code (update, processes, resets, replay memory), the polar kernel and the Atari envs.
 
-    python scripts/bench.py                                   # everything, 1 thread -> benchmarks/bench_<host>.json
+    python scripts/bench.py                                   # every section, 1 thread -> benchmarks/bench_<host>.json
     python scripts/bench.py --only peak,dqn --seconds 5 --threads 2 --out /tmp/bench.json
 
 Sections (``--only``; every figure is described in benchmarks/README.md):
-- ``peak``: fp32 (and bf16) ``torch.mm`` of n x n matrices; ``peak_gflops``, the best fp32 rate over the sizes, is what
-  every "% of peak" refers to.
-- ``dqn``, ``sac``: the agent's `update`, imported from ``agents/<agent>.py``, on a fixed random batch: its time
-  (``torch.utils.benchmark.Timer``), its FLOPs (``torch.utils.flop_counter.FlopCounterMode`` over one call: the matmuls
-  and convolutions that really run, forward and backward), GFLOP/s and % of peak; the fast paths (fused Adam(W),
-  channels_last, bf16 autocast) against the eager reference in a ``torch.utils.benchmark.Compare`` table, each with its
-  parity after two updates; for DQN on CPU the time and FLOP rate per op group (``torch.profiler``). Then the agent
-  process itself at each replay ratio (a short run past its learning start): env steps/s while learning, from the wall
-  times tensorboard stamps on its scalars; its peak resident memory (psutil); a line of seconds per env step against
-  updates per env step.
-- ``resets``: FIRE, Shrink & Perturb and plasticity injection through `ResetScheduler.apply` (the agents' path: paper
-  recipes, metrics before and after, targets, optimizers) on fresh paper networks, and the FIRE kernel alone.
-- ``buffer``: resident memory (psutil) of an ``AtariReplayBuffer(--buffer-capacity)`` filled through ``add`` against
-  capacity x 84 x 84 bytes; ``sample(32)`` from it, ``sample(256)`` from SAC's ``ReplayBuffer``.
+- ``peak``: fp32 (and bf16) ``torch.mm`` of n x n matrices; ``peak_gflops`` is what every "% of peak" refers to.
+- ``dqn``, ``sac``: the agent's `update` from ``agents/<agent>.py`` on a fixed random batch: time, FLOPs
+  (``FlopCounterMode``), % of peak; the fast paths against the eager reference (``torch.utils.benchmark.Compare``)
+  with their parity; for DQN on CPU the time per op group (``torch.profiler``). Then the agent process at each replay
+  ratio: env steps/s while learning (tensorboard's wall times), peak resident memory (psutil), a linear fit.
+- ``resets``: FIRE, Shrink & Perturb and plasticity injection through `ResetScheduler.apply` on fresh paper networks,
+  and the FIRE kernel alone.
+- ``buffer``: resident memory of an ``AtariReplayBuffer(--buffer-capacity)`` against capacity x 84 x 84 bytes;
+  ``sample(32)`` from it, ``sample(256)`` from SAC's ``ReplayBuffer``.
+- ``polar``: the polar-factor kernel per method and shape (max|σ − 1|, time), and `fire_` on whole networks.
+- ``envs``: env steps/s of the raw Atari vector env, the sync wrapper stack against ale-py's ``AtariVectorEnv``.
 
-Every timing runs with ``--threads`` torch threads (``machine.threads``; the agent processes get ``--threads`` too).
-On CUDA, Timer synchronises around each timed call. On a shared machine every rate is a lower bound: the JSON keeps the
-load average before and after each section.
+Timings use ``torch.utils.benchmark.Timer`` with ``--threads`` torch threads (the agent processes get ``--threads``
+too); on CUDA it synchronises around each timed call. The JSON keeps the load average around each section.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import functools
 import importlib.util
@@ -48,13 +45,15 @@ from torch.utils.benchmark import Compare, Measurement, Timer
 from torch.utils.flop_counter import FlopCounterMode
 
 from fire_rl.buffers import AtariReplayBuffer, ReplayBatch, ReplayBuffer
+from fire_rl.envs.atari import BACKENDS, make_atari_env
 from fire_rl.networks import QNetwork, RSNorm, SimbaActor, SimbaCritic
+from fire_rl.polar import polar, polar_with_info
 from fire_rl.regularizers import Regularizer
 from fire_rl.resets import fire_, select_layers
 from fire_rl.scheduler import ResetConfig, ResetScheduler
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("peak", "dqn", "sac", "resets", "buffer")
+SECTIONS = ("peak", "dqn", "sac", "resets", "buffer", "polar", "envs")
 # Humanoid-v5 sizes and Breakout's minimal action set: an update's cost barely depends on them.
 SAC_OBS, SAC_ACT, DQN_ACTIONS = 348, 17, 4
 ENV_IDS = {"dqn": "ALE/Breakout-v5", "sac": "Humanoid-v5"}
@@ -326,10 +325,8 @@ def reset_case(kind: str, method: str, device: torch.device, seed: int, sac_args
         for p in (p for group in optimizer.param_groups for p in group["params"]):
             p.grad = torch.zeros_like(p)
         optimizer.step()
-    return (
-        lambda: scheduler.apply(total // 2, PAPER_UPDATES[kind] // 2),
-        lambda: [fire_(nets[name], layers[name], measure=False) for name in nets],
-    )
+    through_scheduler = functools.partial(scheduler.apply, total // 2, PAPER_UPDATES[kind] // 2)
+    return through_scheduler, lambda: [fire_(nets[name], layers[name], measure=False) for name in nets]
 
 
 def bench_resets(device: torch.device, repeats: int, seed: int, results: dict, sac_args) -> dict:
@@ -341,13 +338,8 @@ def bench_resets(device: torch.device, repeats: int, seed: int, results: dict, s
             times = []
             for r in range(repeats):
                 case = {"case": reset_case, "args": (kind, method, device, seed + r, sac_args)}
-                timer = Timer(
-                    "fn()",
-                    setup=f"fn = case(*args)[{int(path == 'raw')}]",
-                    globals=case,
-                    num_threads=torch.get_num_threads(),
-                )
-                times.append(timer.timeit(1).median)
+                setup = f"fn = case(*args)[{int(path == 'raw')}]"  # fresh networks, untimed
+                times.append(Timer("fn()", setup, globals=case, num_threads=torch.get_num_threads()).timeit(1).median)
             row = {"network": kind, "method": method, "path": path, "seconds": float(np.median(times)), "times": times}
             if updates_per_s := results.get(kind, {}).get("update", {}).get("updates_per_s"):
                 row["share_pct_of_run"] = 100.0 * row["seconds"] * updates_per_s / PAPER_UPDATES[kind]
@@ -391,42 +383,114 @@ def bench_buffer(capacity: int, seconds: float, device: torch.device, seed: int)
             "vector_100k": {"batch": 256, "sample_us_median": 1e6 * sampled.median}}  # fmt: skip
 
 
+# ------------------------------------------------------------------------------------------------------- polar, envs
+POLAR_SHAPES = ((512, 3136), (512, 512), (2048, 512))  # DQN fc1 (transposed), SimBa h x h and 4h x h at h = 512
+POLAR_CASES = {"ns10": {"method": "newton_schulz", "steps": 10},
+               "ns_tol": {"method": "newton_schulz", "max_steps": 200},
+               "pe_tol": {"method": "polar_express"}, "svd": {"method": "svd"}}  # fmt: skip
+
+
+def bench_polar(device: torch.device, seconds: float, tol: float) -> dict:
+    """`polar` on float32 Gaussian weights of `POLAR_SHAPES` per case: ``ns10`` (the paper's 10 cubic Newton–Schulz
+    steps), ``ns_tol`` / ``pe_tol`` (cubic Newton–Schulz / Polar Express until max|σ − 1| ≤ `tol`, the steps taken
+    reported; the time includes the ``svdvals`` that finds the ranks), ``svd`` (exact); ``residual`` = max|σ − 1| from
+    float64 singular values of the result. Then one `fire_` (with and without its per-layer measurements, the network
+    reloaded in each call) on a Nature CNN (18 actions; all layers, and the convs of the DQN recipe) and a paper-width
+    SimBa critic (h1: observation 51, action 19)."""
+    gen, kernels, fire = torch.Generator().manual_seed(0), [], []
+    for shape in POLAR_SHAPES:
+        w = torch.randn(*shape, generator=gen).to(device)
+        for case, options in POLAR_CASES.items():
+            options = options | ({"tol": tol} if case.endswith("_tol") else {})
+            q, info = polar_with_info(w, **options)
+            residual = float((torch.linalg.svdvals(q.double().cpu()) - 1.0).abs().max())
+            median = timed(functools.partial(polar, w, **options), seconds).median
+            kernels.append({"shape": list(shape), "case": case, "steps": info.steps, "residual": residual,
+                            "seconds": median})  # fmt: skip
+            print(f"  {str(shape):>12} {case:>7}: steps {info.steps:>3}  max|σ-1| {residual:.2e}  {median:.4f} s")
+    dqn, critic = QNetwork(18).to(device), SimbaCritic(obs_dim=51, act_dim=19, hidden=512, num_blocks=2).to(device)
+    nets = {"nature_cnn_all": (dqn, select_layers(dqn)), "nature_cnn_convs": (dqn, select_layers(dqn, kinds=["conv"])),
+            "simba_critic_h512": (critic, select_layers(critic))}  # fmt: skip
+    for label, (net, layers) in nets.items():
+        state = {k: v.clone() for k, v in net.state_dict().items()}
+        for measure in (False, True):
+
+            def run(net=net, layers=layers, state=state, measure=measure) -> None:
+                net.load_state_dict(state)  # FIRE of a not yet orthogonal network every time
+                fire_(net, layers, measure=measure)
+
+            median = timed(run, seconds).median
+            fire.append({"network": label, "layers": len(layers), "measure": measure, "seconds": median,
+                         "weights": sum(m.weight.numel() for m in layers.values())})  # fmt: skip
+            print(f"  fire_ {label:>18} ({len(layers)} layers, measure={measure!s:>5}): {median:.4f} s")
+    return {"tol": tol, "dtype": "float32", "kernels": kernels, "fire": fire}
+
+
+def bench_envs(counts: list[int], seconds: float) -> dict:
+    """Env steps/s of `make_atari_env` (Breakout, fire-paper preset, uniformly random actions; no agent, no buffer:
+    the ceiling the env puts on a DQN loop) per backend and number of envs N: N / median seconds of a vector step.
+    ale-vector runs ale-py's default thread count (one per core, at most N)."""
+    rates = {backend: {} for backend in BACKENDS}
+    for n in counts:
+        for backend in BACKENDS:
+            envs = make_atari_env(ENV_IDS["dqn"], n, 0, preset="fire-paper", backend=backend)
+            rng = np.random.default_rng(0)
+            envs.reset(seed=0)
+
+            def step(envs=envs, rng=rng, n=n) -> None:
+                envs.step(rng.integers(envs.single_action_space.n, size=n))
+
+            rates[backend][n] = round(n / timed(step, seconds).median, 1)
+            envs.close()
+            print(f"  {backend:>10}  N={n:<3} {rates[backend][n]:>10,.0f} env steps/s", flush=True)
+    speedup = {n: round(rates["ale-vector"][n] / rates["sync"][n], 2) for n in counts}
+    return {"env_id": ENV_IDS["dqn"], "preset": "fire-paper", "env_steps_per_second": rates,
+            "speedup_ale_vector": speedup}  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------------------------- main
 def parse_args(argv=None) -> argparse.Namespace:
+    def checked(parse, allowed: str, ok):
+        """An argparse type: `parse` of the text, refused unless `ok` (the message names the value and `allowed`)."""
+
+        def check(text: str):
+            with contextlib.suppress(ValueError):
+                if ok(value := parse(text)):
+                    return value
+            raise argparse.ArgumentTypeError(f"{text!r} is invalid; allowed: {allowed}")
+
+        return check
+
+    def listed(kind):
+        return lambda text: [kind(x) for x in text.split(",")]
+
+    count = checked(int, "an integer >= 1", lambda v: v >= 1)
+    ratios = checked(listed(float), "comma-separated numbers > 0", lambda v: min(v) > 0)
+    sections = checked(lambda t: [x.strip() for x in t.split(",") if x.strip()], f"a subset of {','.join(SECTIONS)}",
+                       lambda v: v and set(v) <= set(SECTIONS))  # fmt: skip
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for flag, kind, default, text in (
-        ("--threads", int, 1, "torch intra-op threads, here and in the agent processes"),
-        ("--only", str, ",".join(SECTIONS), "comma-separated sections"),
-        ("--seconds", float, 15.0, "timed seconds per update variant"),
-        ("--fill", int, 5_000, "env steps before learning in the DQN loop runs"),
-        ("--dqn-ratios", str, "0.25,1,4", "DQN loop replay ratios, updates per env step"),
-        ("--sac-ratios", str, "1,2,4", "SAC loop replay ratios, updates per agent step"),
-        ("--dqn-updates", int, 300, "gradient updates per DQN loop run"),
-        ("--sac-updates", int, 100, "gradient updates per SAC loop run"),
-        ("--reset-repeats", int, 3, "resets per case, median reported"),
-        ("--gemm-n", int, 2048, "largest n of the n x n GEMM of the peak"),
-        ("--buffer-capacity", int, 1_000_000, "Atari buffer whose memory is measured"),
+        ("--threads", count, 1, "torch intra-op threads, here and in the agent processes"),
+        ("--only", sections, ",".join(SECTIONS), "comma-separated sections"),
+        ("--seconds", checked(float, "> 0", lambda v: v > 0), 15.0,
+         "timed seconds per update variant; per case: polar 1/5 of it, envs 1/3"),
+        ("--fill", count, 5_000, "env steps before learning in the DQN loop runs"),
+        ("--dqn-ratios", ratios, "0.25,1,4", "DQN loop replay ratios, updates per env step"),
+        ("--sac-ratios", ratios, "1,2,4", "SAC loop replay ratios, updates per agent step"),
+        ("--dqn-updates", count, 300, "gradient updates per DQN loop run"),
+        ("--sac-updates", count, 100, "gradient updates per SAC loop run"),
+        ("--reset-repeats", count, 3, "resets per case, median reported"),
+        ("--gemm-n", count, 2048, "largest n of the n x n GEMM of the peak"),
+        ("--buffer-capacity", count, 1_000_000, "Atari buffer whose memory is measured"),
+        ("--tol", checked(float, "0 < tol < 1", lambda v: 0 < v < 1), 1e-3, "polar: tolerance of the tolerance mode"),
+        ("--num-envs", checked(listed(int), "comma-separated integers >= 1", lambda v: min(v) >= 1), "1,4,8,16",
+         "envs: numbers of envs"),
         ("--seed", int, 1, "seed of networks and batches"),
-    ):
+    ):  # fmt: skip
         parser.add_argument(flag, type=kind, default=default, help=f"{text} (default {default})")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if available")
     parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/bench_<host>[_cuda].json)")
     args = parser.parse_args(argv)
-    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
-    if not args.only or set(args.only) - set(SECTIONS):
-        parser.error(f"argument --only: {','.join(args.only)!r} is invalid; allowed: a subset of {','.join(SECTIONS)}")
-    for name in ("threads", "fill", "dqn_updates", "sac_updates", "reset_repeats", "gemm_n", "buffer_capacity"):
-        if getattr(args, name) < 1:
-            parser.error(f"argument --{name.replace('_', '-')}: {getattr(args, name)} is invalid; allowed: >= 1")
-    if not args.seconds > 0:
-        parser.error(f"argument --seconds: {args.seconds} is invalid; allowed: > 0")
-    for name in ("dqn_ratios", "sac_ratios"):
-        try:
-            setattr(args, name, [float(x) for x in getattr(args, name).split(",")])
-        except ValueError:
-            setattr(args, name, [-1.0])
-        if not all(r > 0 for r in getattr(args, name)):
-            parser.error(f"argument --{name.replace('_', '-')}: invalid; allowed: comma-separated numbers > 0")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("argument --device: 'cuda' is invalid here (no CUDA device); allowed: auto, cpu")
     return args
@@ -453,6 +517,8 @@ def main(argv=None) -> int:
         "peak": lambda: bench_peak(device, args.gemm_n, args.seconds),
         "resets": lambda: bench_resets(device, args.reset_repeats, args.seed, results, agents["sac"].Args()),
         "buffer": lambda: bench_buffer(args.buffer_capacity, args.seconds, device, args.seed),
+        "polar": lambda: bench_polar(device, args.seconds / 5, args.tol),
+        "envs": lambda: bench_envs(args.num_envs, args.seconds / 3),
     }
     for kind, fill in (("dqn", args.fill), ("sac", agents["sac"].Args().learning_starts)):
         loop = (kind, getattr(args, f"{kind}_ratios"), getattr(args, f"{kind}_updates"), fill, args.threads, device)

@@ -15,8 +15,6 @@
   intervals (``plot_interval_estimates``; Agarwal et al. 2021, Fig. 1).
 - ``profiles_<suite>``: performance profiles of ``--score`` (``profiles.csv``), a panel per replay ratio
   (``plot_performance_profiles``; Agarwal et al. 2021, Sec. 4.2).
-
-Colours: the Okabe–Ito colour-blind-safe palette (Okabe & Ito 2008), a fixed colour per method.
 """
 
 from __future__ import annotations
@@ -37,41 +35,16 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from rliable import plot_utils  # noqa: E402
 
-OKABE_ITO = {
-    "black": "#000000",
-    "orange": "#E69F00",
-    "sky_blue": "#56B4E9",
-    "bluish_green": "#009E73",
-    "yellow": "#F0E442",
-    "blue": "#0072B2",
-    "vermillion": "#D55E00",
-    "reddish_purple": "#CC79A7",
-}
-METHOD_COLOURS = {
-    "none": OKABE_ITO["black"],
-    "fire": OKABE_ITO["vermillion"],
-    "sp": OKABE_ITO["blue"],
-    "full": OKABE_ITO["bluish_green"],
-    "pi": OKABE_ITO["reddish_purple"],
-    "redo": OKABE_ITO["orange"],
-}
-SPARE_COLOURS = [OKABE_ITO["sky_blue"], OKABE_ITO["yellow"]]
-METHOD_NAMES = {
-    "none": "no reset",
-    "fire": "FIRE",
-    "sp": "Shrink & Perturb",
-    "full": "full reset",
-    "pi": "plasticity injection",
-    "redo": "ReDo",
-}
+# The Okabe–Ito colour-blind-safe palette (Okabe & Ito 2008): a fixed colour per method, two spares for the others.
+METHOD_COLOURS = {"none": "#000000", "fire": "#D55E00", "sp": "#0072B2", "full": "#009E73", "pi": "#CC79A7",
+                  "redo": "#E69F00"}  # fmt: skip
+SPARE_COLOURS = ["#56B4E9", "#F0E442"]
+METHOD_NAMES = {"none": "no reset", "fire": "FIRE", "sp": "Shrink & Perturb", "full": "full reset",
+                "pi": "plasticity injection", "redo": "ReDo"}  # fmt: skip
 # Plasticity panels in this order, by the tag's last component (scripts/aggregate.py PLASTICITY_KEYS).
-PLASTICITY_LABELS = {
-    "dfi_mean": "DfI (layer mean)",
-    "dfi_normalized_mean": "DfI / min(d_out, d_in) (layer mean)",
-    "dormant_ratio": "dormant ratio (τ = 0.025)",
-    "dormant": "dormant ratio (τ = 0.025)",
-    "srank": "srank (δ = 0.01)",
-}
+PLASTICITY_LABELS = {"dfi_mean": "DfI (layer mean)", "dfi_normalized_mean": "DfI / min(d_out, d_in) (layer mean)",
+                     "dormant_ratio": "dormant ratio (τ = 0.025)", "dormant": "dormant ratio (τ = 0.025)",
+                     "srank": "srank (δ = 0.01)"}  # fmt: skip
 TAG_LABELS = {"eval/episodic_return": "evaluation return", "charts/episodic_return": "training episode return"}
 STATISTICS = {"iqm": "IQM", "median": "median", "mean": "mean", "optimality_gap": "optimality gap"}
 DODGE_OCTAVES = 0.04
@@ -106,24 +79,24 @@ def method_colour(method: str, methods: Sequence[str]) -> str:
     return METHOD_COLOURS.get(method) or SPARE_COLOURS[others.index(method) % len(SPARE_COLOURS)]
 
 
+def unit(suite: str) -> str:
+    return "human-normalized score" if suite == "atari-hns" else "return"
+
+
+def draw_band(ax, x, rows: pd.DataFrame, label: str, colour: str, **kwargs) -> None:
+    """`rows`' ``estimate`` against `x` and its ``ci_low``..``ci_high`` band (``plot_sample_efficiency_curve``)."""
+    estimates, intervals = {label: rows["estimate"].to_numpy()}, {label: rows[["ci_low", "ci_high"]].to_numpy().T}
+    plot_utils.plot_sample_efficiency_curve(x, estimates, intervals, colors={label: colour}, ax=ax, **SIZES, **kwargs)
+
+
 def draw_curves(ax, rows: pd.DataFrame, resets: pd.DataFrame, methods: Sequence[str], ylabel: str) -> None:
     """One panel: per method in `rows` (``curves.csv`` rows of one env, replay ratio and tag) its IQM curve and band,
     labelled ``<method name> (n=<runs>)``, and dashed lines at its reset steps."""
     for method in method_order(list(rows["method"].unique())):
         curve, colour = rows[rows["method"] == method], method_colour(method, methods)
         label = f"{METHOD_NAMES.get(method, method)} (n={int(curve['n_runs'].iloc[0])})"
-        plot_utils.plot_sample_efficiency_curve(
-            curve["step"].to_numpy(),
-            {label: curve["estimate"].to_numpy()},
-            {label: curve[["ci_low", "ci_high"]].to_numpy().T},
-            colors={label: colour},
-            ax=ax,
-            marker="",
-            linewidth=1.6,
-            xlabel="env steps",
-            ylabel=ylabel,
-            **SIZES,
-        )
+        draw_band(ax, curve["step"].to_numpy(), curve, label, colour, marker="", linewidth=1.6, xlabel="env steps",
+                  ylabel=ylabel)  # fmt: skip
         for step in np.unique(resets.loc[resets["method"] == method, "global_step"]) if len(resets) else []:
             ax.axvline(step, color=colour, ls="--", lw=1.0, alpha=0.8, gid=f"reset:{method}")
 
@@ -174,23 +147,12 @@ def replay_ratio_figure(aggregates: pd.DataFrame, score: str = "final", statisti
     for ax, suite in zip(axes[0], suites):
         block = sel[sel["suite"] == suite]
         methods = method_order(list(block["method"].unique()))
-        unit = "human-normalized score" if suite == "atari-hns" else "return"
         for k, method in enumerate(methods):
             rows = block[block["method"] == method].sort_values("replay_ratio")
             x = rows["replay_ratio"].to_numpy() * 2.0 ** (DODGE_OCTAVES * (k - (len(methods) - 1) / 2))
-            label = METHOD_NAMES.get(method, method)
-            plot_utils.plot_sample_efficiency_curve(
-                x,
-                {label: rows["estimate"].to_numpy()},
-                {label: rows[["ci_low", "ci_high"]].to_numpy().T},
-                colors={label: method_colour(method, methods)},
-                ax=ax,
-                marker="o",
-                linewidth=1.4,
-                xlabel="replay ratio (gradient updates per env step)",
-                ylabel=f"{STATISTICS[statistic]} of {score} {unit}",
-                **SIZES,
-            )
+            draw_band(ax, x, rows, METHOD_NAMES.get(method, method), method_colour(method, methods), marker="o",
+                      linewidth=1.4, xlabel="replay ratio (gradient updates per env step)",
+                      ylabel=f"{STATISTICS[statistic]} of {score} {unit(suite)}")  # fmt: skip
         rrs = sorted(block["replay_ratio"].unique())
         ax.set_xscale("log", base=2)
         ax.set_xticks(rrs, [f"{r:g}" for r in rrs])
@@ -214,10 +176,9 @@ def interval_figure(aggregates: pd.DataFrame, suite: str, score: str = "final") 
         label = f"{METHOD_NAMES.get(method, method)}, rr {rr:g}"
         points[label], intervals[label] = rows["estimate"].to_numpy(), rows[["ci_low", "ci_high"]].to_numpy().T
         colours[label] = method_colour(method, methods)
-    unit = "human-normalized score" if suite == "atari-hns" else "return"
     height = 0.5 * len(points)  # rliable's figure: row_height per (method, replay ratio), its x label below that
     fig, _ = plot_utils.plot_interval_estimates(points, intervals, list(STATISTICS.values()), colors=colours,
-                                                xlabel=f"{score} {unit} ({suite})", subfigure_width=3.4,
+                                                xlabel=f"{score} {unit(suite)} ({suite})", subfigure_width=3.4,
                                                 row_height=0.5, xlabel_y_coordinate=-0.7 / height)  # fmt: skip
     return fig
 
@@ -228,22 +189,15 @@ def profile_figure(profiles: pd.DataFrame, suite: str, score: str = "final") -> 
     rrs, methods = sorted(sel["replay_ratio"].unique()), list(sel["method"].unique())
     fig, axes = plt.subplots(1, len(rrs), figsize=(4.6 * len(rrs), 3.6), squeeze=False)
     for ax, rr in zip(axes[0], rrs):
-        rows = {
-            METHOD_NAMES.get(m, m): sel[(sel["replay_ratio"] == rr) & (sel["method"] == m)]
-            for m in method_order(methods)
-        }
-        tau = next(iter(rows.values()))["tau"].to_numpy()
-        unit = "human-normalized score" if suite == "atari-hns" else "return"
+        rows = {METHOD_NAMES.get(m, m): sel[(sel["replay_ratio"] == rr) & (sel["method"] == m)]
+                for m in method_order(methods)}  # fmt: skip
         plot_utils.plot_performance_profiles(
             {k: r["fraction"].to_numpy() for k, r in rows.items()},
-            tau,
+            next(iter(rows.values()))["tau"].to_numpy(),
             {k: r[["ci_low", "ci_high"]].to_numpy().T for k, r in rows.items()},
-            ax=ax,
-            colors={METHOD_NAMES.get(m, m): method_colour(m, methods) for m in methods},
-            xlabel=f"{score} {unit} (τ)",
-            ylabel="fraction of runs with score > τ",
-            **SIZES,
-        )
+            ax=ax, colors={METHOD_NAMES.get(m, m): method_colour(m, methods) for m in methods},
+            xlabel=f"{score} {unit(suite)} (τ)", ylabel="fraction of runs with score > τ", **SIZES,
+        )  # fmt: skip
         ax.set_title(f"{suite}, replay ratio {rr:g}", fontsize=9)
         legend(ax, with_resets=False)
     fig.tight_layout()
@@ -274,41 +228,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.dpi < 1:
         parser.error(f"argument --dpi: {args.dpi} is invalid; allowed: an integer >= 1")
-    names = ("curves", "aggregates", "profiles", "resets")
-    missing = [f"{n}.csv" for n in names if not (args.agg_dir / f"{n}.csv").is_file()]
-    if missing:
+    paths = {n: args.agg_dir / f"{n}.csv" for n in ("curves", "aggregates", "profiles", "resets")}
+    if missing := [p.name for p in paths.values() if not p.is_file()]:
         parser.error(f"argument agg_dir: {str(args.agg_dir)!r} lacks {missing}; run scripts/aggregate.py first")
-    tables = {
-        n: pd.read_csv(args.agg_dir / f"{n}.csv") if (args.agg_dir / f"{n}.csv").stat().st_size > 1 else pd.DataFrame()
-        for n in names
-    }
-    curves = tables["curves"]
+    tables = {n: pd.read_csv(p) if p.stat().st_size > 1 else pd.DataFrame() for n, p in paths.items()}
+    curves, resets, aggregates = tables["curves"], tables["resets"], tables["aggregates"]
     if args.metric not in set(curves["tag"]):
         parser.error(f"argument --metric: {args.metric!r} has no curve; tags: {sorted(curves['tag'].unique())}")
-    out = args.out if args.out is not None else args.agg_dir / "plots"
+    out, written = args.out if args.out is not None else args.agg_dir / "plots", []
 
-    def slug(text: str) -> str:
-        return "".join(c if c.isalnum() or c in "._-" else "-" for c in text)
+    def save(fig: Figure, stem: str) -> None:
+        written.extend(save_figure(fig, out, "".join(c if c.isalnum() or c in "._-" else "-" for c in stem),
+                                   args.formats, args.dpi))  # fmt: skip
 
-    written = []
     for env_id in sorted(curves.loc[curves["tag"] == args.metric, "env_id"].unique()):
-        fig = curve_figure(curves, tables["resets"], env_id, [args.metric])
-        written += save_figure(fig, out, f"curves_{slug(env_id)}", args.formats, args.dpi)
-    for env_id in sorted(curves.loc[curves["tag"].isin(plasticity_tags(curves["tag"].unique())), "env_id"].unique()):
-        fig = curve_figure(curves, tables["resets"], env_id, plasticity_tags(curves["tag"].unique()))
-        written += save_figure(fig, out, f"plasticity_{slug(env_id)}", args.formats, args.dpi)
-    written += save_figure(
-        replay_ratio_figure(tables["aggregates"], args.score, args.statistic),
-        out,
-        "replay_ratio",
-        args.formats,
-        args.dpi,
-    )
-    for suite in sorted(tables["aggregates"]["suite"].unique()):
-        fig = interval_figure(tables["aggregates"], suite, args.score)
-        written += save_figure(fig, out, f"intervals_{slug(suite)}", args.formats, args.dpi)
-        fig = profile_figure(tables["profiles"], suite, args.score)
-        written += save_figure(fig, out, f"profiles_{slug(suite)}", args.formats, args.dpi)
+        save(curve_figure(curves, resets, env_id, [args.metric]), f"curves_{env_id}")
+    plasticity = plasticity_tags(curves["tag"].unique())
+    for env_id in sorted(curves.loc[curves["tag"].isin(plasticity), "env_id"].unique()):
+        save(curve_figure(curves, resets, env_id, plasticity), f"plasticity_{env_id}")
+    save(replay_ratio_figure(aggregates, args.score, args.statistic), "replay_ratio")
+    for suite in sorted(aggregates["suite"].unique()):
+        save(interval_figure(aggregates, suite, args.score), f"intervals_{suite}")
+        save(profile_figure(tables["profiles"], suite, args.score), f"profiles_{suite}")
     print(f"{len(written)} files -> {out}\n" + "\n".join(f"  {p.name}" for p in written))
     return 0
 
