@@ -1,13 +1,10 @@
 """Replay buffers: Atari (one uint8 frame per env step, stacks rebuilt at sampling) and vector observations.
 
 Both take transitions from a vector env of N games, ``add(obs, next_obs, actions, rewards, terminated, truncated)``
-with ``next_obs`` the REAL next observation (the final observation where an episode ended; see
-`fire_rl.envs.atari.real_next_obs`), and return a `ReplayBatch` of torch tensors whose ``dones`` are the terminations
-only: a truncated episode bootstraps from its real final observation, a terminated one does not.
-
-Sampling draws with the buffer's own seeded `numpy.random.Generator` (its state goes into `state_dict`), gathers with
-numpy (`np.take`, which beats torch's ``t[idx]`` fancy indexing on CPU) and makes one host-to-device
-copy per field; on CUDA the gather writes into pinned host tensors that are copied with ``non_blocking=True``.
+with ``next_obs`` the REAL next observation (the final one where an episode ended; `fire_rl.envs.atari.real_next_obs`),
+and return a `ReplayBatch` whose ``dones`` are the terminations only (a truncated episode bootstraps). Sampling draws
+with the buffer's own seeded `numpy.random.Generator` (checkpointed in `state_dict`), gathers with `np.take` (faster
+than torch's fancy indexing on CPU) and makes one host-to-device copy per field.
 """
 
 from __future__ import annotations
@@ -18,6 +15,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+
+from fire_rl.polar import check_range, range_error
 
 
 class ReplayBatch(NamedTuple):
@@ -39,9 +38,8 @@ class ReplayBatch(NamedTuple):
     dones: torch.Tensor
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def _int(name: str, value: Any, minimum: int) -> int:
+    check_range(name, value, minimum, integer=True)
     return int(value)
 
 
@@ -52,24 +50,35 @@ def _check_device(device: str | torch.device) -> torch.device:
         raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from e
 
 
-def _check_array(name: str, value: Any, shape: tuple[int, ...], kind: str, dtype_text: str) -> np.ndarray:
-    """`value` as a numpy array, checked against `shape` and a dtype kind (numpy ``dtype.kind`` letters)."""
+def _check_array(name: str, value: Any, shape: tuple[int, ...], kind: str | type, dtype_text: str) -> np.ndarray:
+    """`value` as a numpy array, checked against `shape` and a dtype: numpy ``dtype.kind`` letters, or one type."""
     array = np.asarray(value)
     if array.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got shape {array.shape}")
-    if array.dtype.kind not in kind:
+    if array.dtype != kind if isinstance(kind, type) else array.dtype.kind not in kind:
         raise ValueError(f"{name} must have dtype {dtype_text}, got dtype {array.dtype}")
     return array
 
 
-class _HostToDevice:
-    """Moves gathered numpy batches to the buffer's device, one copy per field.
+def _tensors(buffer: Any, names: Sequence[str], index: Any) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(getattr(buffer, k)[index].copy()) for k in names}
 
-    CPU: the gather writes into fresh arrays that `torch.from_numpy` wraps without copying. CUDA: the gather writes
-    into pinned host tensors kept across calls (one per field, resized with the batch) and each is copied with
-    ``non_blocking=True``; before the next gather overwrites them, `begin` waits on the event recorded after the last
-    copies (they are normally long finished). Other devices: a plain ``.to(device)``.
-    """
+
+def _load(buffer: Any, state: dict[str, Any], config: Sequence[str], arrays: Sequence[str]) -> None:
+    """Check `config` against `buffer`'s, copy each saved array into the leading block of its own, restore the rng."""
+    for key in config:
+        if tuple(np.atleast_1d(state[key])) != tuple(np.atleast_1d(getattr(buffer, key))):
+            raise ValueError(f"state_dict has {key}={state[key]!r}, this buffer {getattr(buffer, key)!r}")
+    for key in arrays:
+        value = np.asarray(state[key])
+        getattr(buffer, key)[tuple(slice(0, d) for d in value.shape)] = value
+    buffer.rng.bit_generator.state = state["rng"]
+
+
+class _HostToDevice:
+    """Moves gathered numpy batches to the buffer's device. CPU: fresh arrays wrapped by `torch.from_numpy`. CUDA:
+    pinned host tensors kept across calls (one per field), copied with ``non_blocking=True``; `begin` waits for the
+    previous copies before the next gather overwrites them. Other devices: a plain ``.to(device)``."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -108,22 +117,15 @@ class AtariReplayBuffer:
     """Replay memory for stacked Atari frames that stores one ``(84, 84) uint8`` frame per env step (a 1M buffer holds
     about 7 GB instead of CleanRL's 28 GB of whole stacks).
 
-    Storage: each of the N envs has its own ring of ``S = ceil(capacity / N)`` frame slots. A transition takes one
-    slot: the newest frame of its observation, with its action, reward, terminated and truncated flags and its offset
-    in the episode (capped at ``frame_stack - 1``). The stacks are rebuilt at sampling: observation of slot ``p`` =
-    frames ``p-3 .. p``, where positions before the episode's first slot repeat the first frame (what gymnasium's
-    ``FrameStackObservation(padding_type="reset")`` does at a reset); next observation = the stack of slot ``p + 1``.
-    When an episode ends (terminated or truncated), the newest frame of the real final observation goes into one extra
-    slot holding no transition, so next_obs of an episode's last transition is the real final observation. A full
-    buffer therefore holds ``capacity - (episode ends in it)`` transitions, about 99% of capacity when episodes
-    average 100 env steps (Atari life-loss episodes are longer). Frames from the previous episode are never mixed in.
-
-    If the first ``add`` of an env (a buffer created mid-episode) gets a stack that is not 4 copies of one frame, its
-    older frames go into up to ``frame_stack - 1`` extra slots, so that stack is reproduced too.
-
-    Valid transitions for sampling: the transition's slot, its stack and the slot after it are in the ring (the
-    newest transition of an unfinished episode waits for the next ``add``; the oldest transitions whose stack reaches
-    into overwritten slots are skipped). Sampling is uniform over them (rejection of the few invalid draws).
+    Each of the N envs has a ring of ``S = ceil(capacity / N)`` frame slots. A transition takes one slot: the newest
+    frame of its observation, its action, reward, flags and offset in the episode (capped at ``frame_stack - 1``).
+    At sampling, the observation of slot ``p`` is frames ``p-3 .. p``, positions before the episode's first slot
+    repeating the first frame (gymnasium's ``FrameStackObservation(padding_type="reset")``), and the next observation
+    the stack of slot ``p + 1``. An episode's end writes the real final observation's newest frame into an extra slot
+    holding no transition, so a full buffer holds ``capacity - (episode ends in it)`` transitions; frames of two
+    episodes are never mixed. A first ``add`` caught mid-episode stores the stack's older frames in up to
+    ``frame_stack - 1`` extra slots. Sampling is uniform (by rejection) over the transitions whose slot, stack and next
+    slot are in the ring (the newest transition of an open episode waits for the next ``add``).
 
     Args:
         capacity: frame slots, all envs together (≈ transitions, see above); in env steps.
@@ -132,10 +134,9 @@ class AtariReplayBuffer:
         frame_stack: frames per observation (4 in DQN).
         device: where `sample` puts its tensors.
         seed: seed of the buffer's sampling generator (``numpy.random.default_rng(seed)``).
-        channels_last: gather the sampled stacks straight into the channels_last layout (``(B, 4, 84, 84)`` tensors
-            with strides ``(4·H·W, 1, 4·W, 4)``), the layout a channels_last `QNetwork` computes in: the same values,
-            but the network's uint8 → channels_last copy (a byte-granular permute) becomes a no-op, for a slower
-            gather (scripts/bench.py, section ``speedups``, measures the two).
+        channels_last: gather the stacks straight into the channels_last layout a channels_last `QNetwork` computes
+            in (strides ``(4·H·W, 1, 4·W, 4)``): the same values, and the network's uint8 layout copy becomes a no-op,
+            for a slower gather (scripts/bench.py times the channels_last update: ``dqn.update.variants``).
 
     Raises:
         ValueError: ``capacity < num_envs * (frame_stack + 1)`` (an env's ring must hold one episode start and its
@@ -152,20 +153,16 @@ class AtariReplayBuffer:
         seed: int | None = None,
         channels_last: bool = False,
     ):
-        num_envs = _check_int("num_envs", num_envs, 1)
-        frame_stack = _check_int("frame_stack", frame_stack, 1)
-        capacity = _check_int("capacity", capacity, 1)
+        num_envs = _int("num_envs", num_envs, 1)
+        frame_stack = _int("frame_stack", frame_stack, 1)
+        capacity = _int("capacity", capacity, 1)
         if capacity < num_envs * (frame_stack + 1):
             raise ValueError(
                 f"capacity must be >= num_envs * (frame_stack + 1) = {num_envs * (frame_stack + 1)} slots, "
                 f"got {capacity}"
             )
         frame_shape = tuple(frame_shape)
-        if len(frame_shape) != 2 or any(
-            isinstance(d, bool) or not isinstance(d, (int, np.integer)) for d in frame_shape
-        ):
-            raise ValueError(f"frame_shape must be (H, W) with positive integers, got {frame_shape!r}")
-        if min(frame_shape) < 1:
+        if len(frame_shape) != 2 or any(range_error(d, 1, integer=True) for d in frame_shape):
             raise ValueError(f"frame_shape must be (H, W) with positive integers, got {frame_shape!r}")
         self.capacity = capacity
         self.num_envs = num_envs
@@ -198,16 +195,11 @@ class AtariReplayBuffer:
 
     @staticmethod
     def memory_bytes(capacity: int, num_envs: int = 1, frame_shape: Sequence[int] = (84, 84)) -> int:
-        """Bytes the buffer allocates for `capacity` slots, computed without allocating.
-
-        ``num_envs * ceil(capacity / num_envs) * (H * W + 16)``: one uint8 frame and 16 bytes of per-slot data;
-        1M slots of 84x84 frames = 7.07e9 bytes (7.06e9 of frames). Per-env counters are left out (a few bytes).
-
-        Raises:
-            ValueError: `capacity` or `num_envs` < 1.
-        """
-        capacity = _check_int("capacity", capacity, 1)
-        num_envs = _check_int("num_envs", num_envs, 1)
+        """Bytes the buffer allocates, without allocating: ``num_envs * ceil(capacity / num_envs) * (H * W + 16)``, one
+        uint8 frame and 16 bytes of per-slot data (7.07e9 for 1M slots of 84x84); ValueError for `capacity` or
+        `num_envs` < 1."""
+        capacity = _int("capacity", capacity, 1)
+        num_envs = _int("num_envs", num_envs, 1)
         slots = num_envs * math.ceil(capacity / num_envs)
         return slots * (int(np.prod(frame_shape)) + AtariReplayBuffer._SLOT_METADATA_BYTES)
 
@@ -263,10 +255,8 @@ class AtariReplayBuffer:
         """
         n, k = self.num_envs, self.frame_stack
         stack_shape = (n, k, *self.frame_shape)
-        obs = _check_array("obs", obs, stack_shape, "u", "uint8")
-        next_obs = _check_array("next_obs", next_obs, stack_shape, "u", "uint8")
-        if obs.dtype != np.uint8 or next_obs.dtype != np.uint8:
-            raise ValueError(f"obs and next_obs must have dtype uint8, got {obs.dtype} and {next_obs.dtype}")
+        obs = _check_array("obs", obs, stack_shape, np.uint8, "uint8")
+        next_obs = _check_array("next_obs", next_obs, stack_shape, np.uint8, "uint8")
         actions = _check_array("actions", actions, (n,), "iu", "an integer type")
         rewards = _check_array("rewards", rewards, (n,), "fiu", "a real type")
         terminated = _check_array("terminated", terminated, (n,), "b", "bool")
@@ -342,7 +332,7 @@ class AtariReplayBuffer:
 
     def sample(self, batch_size: int, rng: np.random.Generator | None = None) -> ReplayBatch:
         """Draw `batch_size` transitions uniformly (with replacement) from the valid stored ones, with `rng` or the
-        buffer's own generator (diagnostics draw with their own, so that they never change the training batches).
+        buffer's own generator (diagnostics pass their own, so they never change the training batches).
 
         Returns:
             `ReplayBatch` on the buffer's device: observations and next_observations ``(B, 4, 84, 84) uint8``, actions
@@ -351,12 +341,9 @@ class AtariReplayBuffer:
         Raises:
             ValueError: `batch_size` < 1 or larger than ``len(self)``.
         """
-        stored = len(self)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        batch_size, stored = _int("batch_size", batch_size, 1), len(self)
         if batch_size > stored:
             raise ValueError(f"batch_size {batch_size} exceeds the {stored} transitions the buffer can sample")
-        batch_size = int(batch_size)
         env, position = self._draw(batch_size, self.rng if rng is None else rng)
         slot = position % self.slots_per_env
         stack_shape = (batch_size, self.frame_stack, *self.frame_shape)
@@ -385,46 +372,21 @@ class AtariReplayBuffer:
         t.end()
         return ReplayBatch(**out)
 
-    def state_dict(self) -> dict[str, Any]:
-        """The buffer's contents and state for an (opt-in) checkpoint: only the filled slots, as CPU tensors.
+    _CONFIG = ("capacity", "num_envs", "frame_shape", "frame_stack")
+    _SLOTS = ("frames", "actions", "rewards", "terminated", "truncated", "is_transition", "offset")
+    _COUNTERS = ("pos", "episode_open", "num_transitions")
 
-        Loads with ``torch.load(..., weights_only=True)``: tensors, ints, tuples and the generator's state dict.
-        """
+    def state_dict(self) -> dict[str, Any]:
+        """Contents (filled slots only, as CPU tensors), counters and generator state, for an opt-in checkpoint;
+        loads with ``torch.load(..., weights_only=True)``."""
         filled = int(min(self.pos.max(), self.slots_per_env))
-        return {
-            "capacity": self.capacity,
-            "num_envs": self.num_envs,
-            "frame_shape": self.frame_shape,
-            "frame_stack": self.frame_stack,
-            "frames": torch.from_numpy(self.frames[:, :filled].copy()),
-            "actions": torch.from_numpy(self.actions[:, :filled].copy()),
-            "rewards": torch.from_numpy(self.rewards[:, :filled].copy()),
-            "terminated": torch.from_numpy(self.terminated[:, :filled].copy()),
-            "truncated": torch.from_numpy(self.truncated[:, :filled].copy()),
-            "is_transition": torch.from_numpy(self.is_transition[:, :filled].copy()),
-            "offset": torch.from_numpy(self.offset[:, :filled].copy()),
-            "pos": torch.from_numpy(self.pos.copy()),
-            "episode_open": torch.from_numpy(self.episode_open.copy()),
-            "num_transitions": torch.from_numpy(self.num_transitions.copy()),
-            "rng": self.rng.bit_generator.state,
-        }
+        config = {k: getattr(self, k) for k in self._CONFIG}
+        arrays = _tensors(self, self._SLOTS, np.s_[:, :filled]) | _tensors(self, self._COUNTERS, np.s_[:])
+        return config | arrays | {"rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` returned (the buffer must have been built with the same configuration).
-
-        Raises:
-            ValueError: capacity, num_envs, frame_shape or frame_stack differ from this buffer's.
-        """
-        for key in ("capacity", "num_envs", "frame_shape", "frame_stack"):
-            if tuple(np.atleast_1d(state[key])) != tuple(np.atleast_1d(getattr(self, key))):
-                raise ValueError(f"state_dict has {key}={state[key]!r}, this buffer {getattr(self, key)!r}")
-        filled = state["frames"].shape[1]
-        for key in ("frames", "actions", "rewards", "terminated", "truncated", "is_transition", "offset"):
-            getattr(self, key)[:, :filled] = np.asarray(state[key])
-        self.pos[:] = np.asarray(state["pos"])
-        self.episode_open[:] = np.asarray(state["episode_open"])
-        self.num_transitions[:] = np.asarray(state["num_transitions"])
-        self.rng.bit_generator.state = state["rng"]
+        """Restore what `state_dict` returned; ValueError if the buffer's configuration differs."""
+        _load(self, state, self._CONFIG, self._SLOTS + self._COUNTERS)
 
 
 class ReplayBuffer:
@@ -444,6 +406,9 @@ class ReplayBuffer:
         ValueError: capacity < 1, an empty or non-positive shape, a bad device.
     """
 
+    _CONFIG = ("capacity", "obs_shape", "action_shape")
+    _ARRAYS = ("observations", "next_observations", "actions", "rewards", "terminated", "truncated")
+
     def __init__(
         self,
         capacity: int,
@@ -452,7 +417,7 @@ class ReplayBuffer:
         device: str | torch.device = "cpu",
         seed: int | None = None,
     ):
-        self.capacity = _check_int("capacity", capacity, 1)
+        self.capacity = _int("capacity", capacity, 1)
         self.obs_shape = self._check_shape("obs_shape", obs_shape)
         self.action_shape = self._check_shape("action_shape", action_shape)
         self.device = _check_device(device)
@@ -479,13 +444,9 @@ class ReplayBuffer:
 
     @staticmethod
     def memory_bytes(capacity: int, obs_shape: Sequence[int], action_shape: Sequence[int]) -> int:
-        """Bytes the buffer allocates: ``capacity * (8 * obs_dim + 4 * act_dim + 6)`` (obs and next_obs float32,
-        actions float32, reward float32, two flags).
-
-        Raises:
-            ValueError: `capacity` < 1.
-        """
-        capacity = _check_int("capacity", capacity, 1)
+        """Bytes the buffer allocates: ``capacity * (8 * obs_dim + 4 * act_dim + 6)`` (obs and next_obs, actions and
+        reward float32, two flags); ValueError for `capacity` < 1."""
+        capacity = _int("capacity", capacity, 1)
         return capacity * (8 * int(np.prod(obs_shape)) + 4 * int(np.prod(action_shape)) + 4 + 2)
 
     def __len__(self) -> int:
@@ -525,17 +486,12 @@ class ReplayBuffer:
         terminated = _check_array("terminated", terminated, (n,), "b", "bool")
         truncated = _check_array("truncated", truncated, (n,), "b", "bool")
         index = (self.pos + np.arange(n)) % self.capacity
-        self.observations[index] = obs
-        self.next_observations[index] = next_obs
-        self.actions[index] = actions
-        self.rewards[index] = rewards
-        self.terminated[index] = terminated
-        self.truncated[index] = truncated
+        for name, value in zip(self._ARRAYS, (obs, next_obs, actions, rewards, terminated, truncated), strict=True):
+            getattr(self, name)[index] = value
         self.pos += n
 
     def sample(self, batch_size: int, rng: np.random.Generator | None = None) -> ReplayBatch:
-        """Draw `batch_size` transitions uniformly (with replacement), with `rng` or the buffer's own generator
-        (diagnostics draw with their own, so that they never change the training batches).
+        """Draw `batch_size` transitions uniformly (with replacement), with `rng` or the buffer's own generator.
 
         Returns:
             `ReplayBatch` on the buffer's device: observations and next_observations ``(B, *obs_shape) float32``,
@@ -544,11 +500,9 @@ class ReplayBuffer:
         Raises:
             ValueError: `batch_size` < 1 or larger than ``len(self)``.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        batch_size = _int("batch_size", batch_size, 1)
         if batch_size > len(self):
             raise ValueError(f"batch_size {batch_size} exceeds the {len(self)} transitions stored")
-        batch_size = int(batch_size)
         index = (self.rng if rng is None else rng).integers(0, len(self), size=batch_size)
         t = self._transfer
         t.begin()
@@ -570,32 +524,10 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict[str, Any]:
         """Contents (filled part only, as CPU tensors), pointer and generator state; loads with weights_only=True."""
-        filled = len(self)
-        return {
-            "capacity": self.capacity,
-            "obs_shape": self.obs_shape,
-            "action_shape": self.action_shape,
-            "observations": torch.from_numpy(self.observations[:filled].copy()),
-            "next_observations": torch.from_numpy(self.next_observations[:filled].copy()),
-            "actions": torch.from_numpy(self.actions[:filled].copy()),
-            "rewards": torch.from_numpy(self.rewards[:filled].copy()),
-            "terminated": torch.from_numpy(self.terminated[:filled].copy()),
-            "truncated": torch.from_numpy(self.truncated[:filled].copy()),
-            "pos": self.pos,
-            "rng": self.rng.bit_generator.state,
-        }
+        state = {k: getattr(self, k) for k in self._CONFIG} | _tensors(self, self._ARRAYS, np.s_[: len(self)])
+        return state | {"pos": self.pos, "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` returned.
-
-        Raises:
-            ValueError: capacity, obs_shape or action_shape differ from this buffer's.
-        """
-        for key in ("capacity", "obs_shape", "action_shape"):
-            if tuple(np.atleast_1d(state[key])) != tuple(np.atleast_1d(getattr(self, key))):
-                raise ValueError(f"state_dict has {key}={state[key]!r}, this buffer {getattr(self, key)!r}")
-        filled = state["observations"].shape[0]
-        for key in ("observations", "next_observations", "actions", "rewards", "terminated", "truncated"):
-            getattr(self, key)[:filled] = np.asarray(state[key])
+        """Restore what `state_dict` returned; ValueError if the buffer's configuration differs."""
+        _load(self, state, self._CONFIG, self._ARRAYS)
         self.pos = int(state["pos"])
-        self.rng.bit_generator.state = state["rng"]

@@ -1,44 +1,19 @@
-"""The polar-factor kernel shared by FIRE, the plasticity metrics and the tests (one copy, by design).
+"""The polar-factor kernel shared by FIRE, the plasticity metrics and the tests (one copy, by design), and the number
+check every `fire_rl` module validates its options with.
 
-Pure tensor functions: tensor in, tensor out. Walking modules and choosing layers lives in `fire_rl.resets`.
-
-The orthogonal polar factor of W = UΣVᵀ (thin SVD, shape (m, n)) is Q = UVᵀ: the isometry nearest to W in Frobenius
-norm (orthogonal Procrustes), the solution of FIRE's problem min ‖W − W̃‖²_F s.t. W̃ is an isometry (Han et al.,
-"FIRE", ICLR 2026, arXiv 2602.08040). Three ways to compute it are offered:
-
-* ``"newton_schulz"`` — the official FIRE iteration (cubic Newton–Schulz from Frobenius normalisation), by default for
-  a fixed 10 steps with no convergence check and no host sync.
-* ``"polar_express"`` — the Polar Express quintics (Amsel, Persson, Musco, Gower 2025, arXiv 2505.16932, Algorithm 1),
-  which converge in far fewer steps; the natural choice with a tolerance.
-* ``"svd"`` — the exact factor from `torch.linalg.svd`, computed in float64 and cast back.
-
-With ``tol`` the two iterations run until max|σ(Q) − 1| ≤ tol (checked every few steps, a hard cap on the steps).
+Pure tensor functions; walking modules and choosing layers lives in `fire_rl.resets`. The orthogonal polar factor of
+W = UΣVᵀ is Q = UVᵀ, the isometry nearest to W in Frobenius norm: the solution of FIRE's problem
+min ‖W − W̃‖²_F s.t. W̃ is an isometry (Han et al., "FIRE", ICLR 2026, arXiv 2602.08040).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-
-__all__ = [
-    "FIRE_SCALES",
-    "METHODS",
-    "NS_COEFFS",
-    "PE_COEFFS",
-    "RANK_RTOL",
-    "PolarInfo",
-    "check_polar_options",
-    "fire_scale",
-    "from_kernel_slices",
-    "kernel_slices",
-    "numerical_rank",
-    "polar",
-    "polar_with_info",
-    "work_dtype",
-]
 
 METHODS = ("newton_schulz", "polar_express", "svd")
 
@@ -63,47 +38,50 @@ _PE_RAW = (
 _PE_SAFETY = 1.01
 PE_COEFFS = tuple((a / _PE_SAFETY, b / _PE_SAFETY**3, c / _PE_SAFETY**5) for a, b, c in _PE_RAW[:-1]) + (_PE_RAW[-1],)
 
-
 FIRE_SCALES = ("muon", "isometry", "none")
+
+# Singular values at or below RANK_RTOL·ε·σ_max count as zero. Rounding the entries of a rank-deficient matrix to the
+# working dtype leaves its null directions at about ε·σ_max; LAPACK's and NumPy's max(m, n)·ε would also drop
+# well-resolved directions of square float32 weights (a 512×512 Gaussian often has σ_min/σ_max below 512·ε = 6e-5).
+RANK_RTOL = 10.0
+
+
+def range_error(value: object, low: float, high: float = math.inf, bounds="[]", integer=False) -> str | None:
+    """None if `value` is a finite number (an int if `integer`; never a bool) in the interval from `low` to `high`,
+    `bounds` saying which ends are closed (``"[)"``: low ≤ value < high), else what is allowed (``"an int >= 1"``)."""
+    kind = numbers.Integral if integer else numbers.Real
+    number = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+    above = number and (value >= low if bounds[0] == "[" else value > low)
+    if above and (value <= high if bounds[1] == "]" else value < high):
+        return None
+    what = "an integer" if integer else "a finite number"
+    if math.isinf(high):
+        return f"{what} {'>=' if bounds[0] == '[' else '>'} {low}"
+    return f"{what} in {bounds[0]}{low}, {high}{bounds[1]}"
+
+
+def check_range(name: str, value: object, low: float, high: float = math.inf, bounds="[]", integer=False) -> None:
+    """Raises ValueError ``"<name> must be <allowed>, got <value>"`` unless `range_error` accepts `value`."""
+    allowed = range_error(value, low, high, bounds, integer)
+    if allowed is not None:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
 def fire_scale(weight_shape: Sequence[int], rule: str = "muon") -> float:
     """The scale c FIRE multiplies the orthogonal polar factor by, for a Linear or Conv2d weight.
 
-    Rules (`FIRE_SCALES`):
+    * ``"muon"`` (official FIRE code, github.com/isaac7778/FIRE @ c37a0ac, rl/dqn/cleanrl/dqn_atari_resume.py
+      ``apply_fire``: ``np.sqrt(C_out / C_in) / kernel_size``): Linear (d_out, d_in): c = √(d_out/d_in); Conv2d
+      (C_out, C_in, k_h, k_w), whose k_h·k_w slices are orthogonalised one by one: c = √(C_out/C_in)/(k_h·k_w).
+    * ``"isometry"``: Linear as ``"muon"``; Conv2d c = √(C_out/C_in)/√(k_h·k_w), the Linear rule of the unfolded
+      (C_out, C_in·k_h·k_w) matrix W_u.
+    * ``"none"``: c = 1.
 
-    * ``"muon"`` (official FIRE code; the default of the paper recipes): Linear `(d_out, d_in)`: c = √(d_out/d_in).
-      Conv2d `(C_out, C_in, k_h, k_w)`, whose k_h·k_w slices W[:, :, i, j] are orthogonalised one by one:
-      c = √(C_out/C_in)/(k_h·k_w) (github.com/isaac7778/FIRE @ c37a0ac, rl/dqn/cleanrl/dqn_atari_resume.py,
-      ``apply_fire``: ``np.sqrt(C_out / C_in) / kernel_size``).
-    * ``"isometry"``: Linear as ``"muon"``; Conv2d c = √(C_out/C_in)/√(k_h·k_w), which is the Linear rule applied to
-      the unfolded conv matrix W_u of shape (C_out, C_in·k_h·k_w): √(C_out/(C_in·k_h·k_w)).
-    * ``"none"``: c = 1, the pure polar factor.
-
-    What the conv rules do to the unfolded matrix. Up to a permutation of its columns (which changes no singular
-    value) W_u = c·[Q_1, …, Q_P], P = k_h·k_w, every Q_p (C_out × C_in) a partial isometry after FIRE. Hence
-    W_u W_uᵀ = c²·Σ_p Q_p Q_pᵀ and the trace identity ‖W_u‖²_F = c²·P·min(C_out, C_in), so, with s = min(C_out,
-    C_in·P) singular values σ_k of W_u:
-
-    * C_out ≤ C_in (each slice wide, Q_p Q_pᵀ = I): W_u W_uᵀ = c²·P·I, every σ_k = c·√P exactly. ``"isometry"``:
-      σ_k = √(C_out/C_in) (1 for C_out = C_in: orthonormal rows); ``"muon"``: √(C_out/C_in)/√P.
-    * C_in < C_out < C_in·P (each slice tall, W_u wide; the Nature CNN's first two convs): Σ_p Q_p Q_pᵀ is a sum of P
-      rank-C_in projections of R^C_out, so the σ_k depend on how the slices' ranges overlap, but their mean square
-      is exact: mean σ_k² = c²·P·C_in/C_out, i.e. RMS σ = 1 for ``"isometry"`` (an isometry on average) and
-      1/√P for ``"muon"``; and σ_max ≤ c·√P = √(C_out/C_in) (``"isometry"``).
-    * C_out ≥ C_in·P (W_u tall): RMS σ over the C_in·P singular values = c, i.e. √(C_out/(C_in·P)) for ``"isometry"``,
-      what the Linear rule gives every singular value of a tall Linear; exact for all σ_k only if the slices' ranges
-      are mutually orthogonal.
-
-    So ``"muon"`` leaves the unfolded conv √(k_h·k_w) below the ``"isometry"`` level: RMS σ = 1/8, 1/4, 1/3 for the
-    Nature CNN's convs (8×8, 4×4, 3×3 kernels). The strided conv operator's gain (its spectral norm on the 84×84
-    input) is then about 0.22, 0.40, 0.59, against about 1 at PyTorch's default init; ``"isometry"`` multiplies it by
-    8, 4, 3, to about 1.7: patches overlap (stride 4, 2, 1), so the operator reads each input pixel several times and
-    its norm exceeds the unfolded matrix's (tests/test_resets.py ``test_fire_scale_muon_conv_operator_gains``).
-
-    Args:
-        weight_shape: `(d_out, d_in)` or `(C_out, C_in, k_h, k_w)`.
-        rule: ``"muon"`` (default), ``"isometry"`` or ``"none"``.
+    With P = k_h·k_w partial-isometry slices, ‖W_u‖²_F = c²·P·min(C_out, C_in): for C_out ≤ C_in every singular value of
+    W_u is c·√P; for C_in < C_out < C_in·P (the Nature CNN's first two convs) their RMS is c·√(P·C_in/C_out), i.e. 1
+    under ``"isometry"``. So ``"muon"`` leaves the unfolded convs √P below the isometry (RMS σ = 1/8, 1/4, 1/3 for the
+    Nature CNN's 8×8, 4×4, 3×3 kernels; conv operator gains 0.22, 0.40, 0.59 on 84×84 input against about 1 at
+    PyTorch's init; tests/test_resets.py ``test_fire_scale_muon_conv_operator_gains``).
 
     Raises:
         ValueError: a weight that is neither 2-D nor 4-D; an unknown `rule`.
@@ -111,9 +89,7 @@ def fire_scale(weight_shape: Sequence[int], rule: str = "muon") -> float:
     if rule not in FIRE_SCALES:
         raise ValueError(f"FIRE's scale rule must be one of {list(FIRE_SCALES)}, got {rule!r}")
     if len(weight_shape) not in (2, 4):
-        raise ValueError(
-            f"FIRE's scale rule is defined for 2-D (Linear) and 4-D (Conv2d) weights, got shape {tuple(weight_shape)}"
-        )
+        raise ValueError(f"FIRE's scale rule needs a 2-D or 4-D weight, got shape {tuple(weight_shape)}")
     if rule == "none":
         return 1.0
     d_out, d_in = weight_shape[:2]
@@ -142,24 +118,17 @@ def from_kernel_slices(slices: torch.Tensor, shape: Sequence[int]) -> torch.Tens
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the kernels and metrics compute in: float64 stays float64, every other floating dtype is computed in
-    float32 (half-precision Gram matrices lose the small singular values the iteration must grow)."""
+    """float64 stays float64; every other dtype is computed in float32 (half-precision Gram matrices lose the small
+    singular values the iteration must grow)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 @dataclass(frozen=True)
 class PolarInfo:
-    """How a polar factor was computed and how close to an isometry it is.
-
-    Attributes:
-        method: ``"newton_schulz"``, ``"polar_express"`` or ``"svd"``.
-        steps: iterations run (0 for ``"svd"``).
-        residual: max|σᵢ(Q) − 1| of the returned tensor (in its own dtype), over the singular values that belong to
-            the range of W (the first r = `rank` of each matrix, see the rank rule in `polar`), maximised over the
-            batch; 1.0 when some matrix of the batch is zero. Exact: `torch.linalg.svdvals` of the result.
-        rank: the smallest numerical rank of W over the batch (`numerical_rank`); min(m, n) for full-rank input.
-        converged: ``residual <= tol`` when a tolerance was given, else None.
-    """
+    """How a polar factor was computed: `method`; `steps` run (0 for ``"svd"``); `residual` = max|σᵢ(Q) − 1| of the
+    returned tensor over the r = `rank` singular values on W's range, maximised over the batch (1.0 if a matrix is
+    zero; exact, from `torch.linalg.svdvals`); `rank` = the smallest numerical rank in the batch; `converged` =
+    residual ≤ tol, or None without a tolerance."""
 
     method: str
     steps: int
@@ -168,18 +137,10 @@ class PolarInfo:
     converged: bool | None
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check_polar_options(
-    method: str = "newton_schulz",
-    steps: int = 10,
-    tol: float | None = None,
-    max_steps: int = 100,
-    check_every: int = 2,
+    method: str = "newton_schulz", steps: int = 10, tol: float | None = None, max_steps: int = 100, check_every: int = 2
 ) -> None:
-    """Validate the options of `polar` without a tensor (so resets can refuse bad options before touching weights).
+    """Validate the options of `polar` without a tensor.
 
     Raises:
         ValueError: `method` not in `METHODS`; `steps`, `max_steps` or `check_every` not an int ≥ 1; `tol` neither None
@@ -188,30 +149,23 @@ def check_polar_options(
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     for name, value in (("steps", steps), ("max_steps", max_steps), ("check_every", check_every)):
-        if not _is_int(value) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        check_range(name, value, 1, integer=True)
     if tol is not None:
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and 0 < tol < 1):
-            raise ValueError(f"tol must be None or a float in (0, 1) (a bound on max|sigma - 1|), got {tol!r}")
+        check_range("tol (a bound on max|sigma - 1|)", tol, 0, 1, "()")
 
 
 def _check_matrix(W: object) -> None:
     if not isinstance(W, torch.Tensor):
         raise ValueError(f"W must be a torch.Tensor, got {type(W).__name__}")
-    if W.dim() < 2:
-        raise ValueError(f"W must have shape (..., m, n) with at least 2 dimensions, got shape {tuple(W.shape)}")
-    if W.numel() == 0:
-        raise ValueError(f"W must be non-empty, got shape {tuple(W.shape)}")
-    if not W.is_floating_point():
+    if W.dim() < 2 or W.numel() == 0 or not W.is_floating_point():
         raise ValueError(
-            f"W must have a real floating dtype (float16, bfloat16, float32, float64), got {W.dtype} "
-            f"(shape {tuple(W.shape)})"
+            f"W must be a non-empty (..., m, n) real floating tensor, got shape {tuple(W.shape)} and dtype {W.dtype}"
         )
 
 
 def _canonical(W: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, bool]:
     """(..., m, n) -> (B, p, q) in `dtype` (default: the working dtype) with p = min(m, n) ≤ q, entries scaled into
-    [−1, 1].
+    [−1, 1], and whether it was transposed.
 
     The wide orientation makes XXᵀ the smaller Gram matrix. Dividing by max|W| first is exact up to one rounding and
     keeps ‖W‖_F from overflowing (float32 entries of 1e20) or underflowing (1e-20); it changes neither U nor V.
@@ -222,37 +176,11 @@ def _canonical(W: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch
     if transposed:
         X = X.mT  # (B, n, m)
     amax = X.abs().amax(dim=(-2, -1), keepdim=True)  # (B, 1, 1)
-    X = X / amax.clamp_min(torch.finfo(X.dtype).tiny)
-    return X, transposed
-
-
-# Singular values at or below RANK_RTOL·ε·σ_max count as zero. Rounding the entries of a rank-deficient matrix to the
-# working dtype leaves its null directions at about ε·σ_max; LAPACK's and NumPy's max(m, n)·ε would also drop
-# well-resolved directions of square float32 weights (a 512×512 Gaussian often has σ_min/σ_max below 512·ε = 6e-5).
-RANK_RTOL = 10.0
-
-
-def numerical_rank(W: torch.Tensor) -> torch.Tensor:
-    """Numerical rank of each matrix of a batch: #{σᵢ > 10·ε·σ_max}, ε the machine epsilon of the working dtype
-    (float32 for half inputs); the rank rule of `polar`.
-
-    Args:
-        W: (..., m, n) real floating.
-
-    Returns:
-        (...) int64 tensor on `W`'s device (a zero matrix has rank 0). Computed with `torch.linalg.svdvals`.
-
-    Raises:
-        ValueError: as `polar` for bad `W`.
-    """
-    _check_matrix(W)
-    X, _ = _canonical(W)
-    return _rank(torch.linalg.svdvals(X)).reshape(W.shape[:-2])
+    return X / amax.clamp_min(torch.finfo(X.dtype).tiny), transposed
 
 
 def _nonzero(sigma: torch.Tensor, eps: float | None = None) -> torch.Tensor:
-    """sigma (B, p) descending -> (B, p) bool: the singular values that count as nonzero (ε: `eps`, default the
-    machine epsilon of sigma's dtype)."""
+    """sigma (B, p) descending -> (B, p) bool: σ > RANK_RTOL·ε·σ_max (ε: `eps`, default that of sigma's dtype)."""
     eps = torch.finfo(sigma.dtype).eps if eps is None else eps
     return sigma > sigma[:, :1] * (RANK_RTOL * eps)
 
@@ -310,8 +238,7 @@ def _certificate(A: torch.Tensor) -> float:
 
 
 def _range_converged(X: torch.Tensor, rank: torch.Tensor, tol: float) -> bool:
-    """The exact singular values of X on W's range (`_range_residual`) within tol; zero matrices are left out, as
-    they have no range to converge on."""
+    """The exact singular values of X on W's range within tol; zero matrices (no range) are left out."""
     dev = _range_residual(torch.linalg.svdvals(X), rank)
     return bool(torch.where(rank > 0, dev <= tol, torch.ones_like(rank, dtype=torch.bool)).all())
 
@@ -379,13 +306,8 @@ def _polar(
     # The residual of what the caller receives, so a cast back to float16/bfloat16 counts.
     sigma = torch.linalg.svdvals(Q.detach().reshape(-1, *W.shape[-2:]).to(work_dtype(W.dtype)))  # (B, p)
     residual = float(_range_residual(sigma, rank).amax())
-    return Q, PolarInfo(
-        method=method,
-        steps=done,
-        residual=residual,
-        rank=int(rank.amin()),
-        converged=None if tol is None else residual <= tol,
-    )
+    converged = None if tol is None else residual <= tol
+    return Q, PolarInfo(method=method, steps=done, residual=residual, rank=int(rank.amin()), converged=converged)
 
 
 def polar(
@@ -396,67 +318,49 @@ def polar(
     max_steps: int = 100,
     check_every: int = 2,
 ) -> torch.Tensor:
-    """Orthogonal polar factor Q ≈ UVᵀ of W = UΣVᵀ, batched over leading dims (FIRE, arXiv 2602.08040).
+    """Orthogonal polar factor Q ≈ UVᵀ of W = UΣVᵀ (thin SVD), each matrix of the batch on its own; QᵀQ = I for tall W,
+    QQᵀ = I for wide W.
 
-    Target: the isometry nearest to W, W(WᵀW)^(−1/2) = UVᵀ (thin SVD), so QᵀQ = I for tall W and QQᵀ = I for wide W.
-    Every matrix of the batch is orthogonalised on its own; a conv kernel's per-position slices go through as one
-    call of shape (k_h·k_w, C_out, C_in).
+    The iterations run on the wide orientation X (p × q, p = min(m, n); a tall W is transposed before and after):
 
-    Iterations (both run on the wide orientation, X of shape (p, q) with p = min(m, n), so the Gram matrix XXᵀ is the
-    smaller one, p × p; a tall W is transposed before and after):
+    * ``"newton_schulz"`` (official FIRE code): X₀ = W/‖W‖_F, Xₖ₊₁ = 1.5·Xₖ − 0.5·(XₖXₖᵀ)Xₖ; each σ follows
+      x ← 1.5x − 0.5x³ from (0, 1], small ones growing only ~1.5× per step. The paper's 10 steps (no convergence
+      check) orthogonalise thin random matrices but leave square or ill-conditioned ones unconverged: a 512×512
+      Gaussian keeps σ_min ≈ 0.002 (tests/test_polar.py ``test_ten_steps_leave_512_square_unconverged``).
+    * ``"polar_express"`` (Amsel et al. 2025, arXiv 2505.16932, Algorithm 1): Xₖ₊₁ = aₖXₖ + bₖ(XₖXₖᵀ)Xₖ +
+      cₖ(XₖXₖᵀ)²Xₖ with `PE_COEFFS`, from X₀ = W/(1.01·‖(WWᵀ)²‖_F^¼) after Frobenius normalisation. To max|σ − 1| ≤ 1e-3
+      in float32: about 7 steps for random rectangular, 9 for random square, 11 for σ over four decades (cubic: 12,
+      28, 30).
+    * ``"svd"``: exact UVᵀ from `torch.linalg.svd` in float64, cast back; `steps` and `tol` are ignored.
 
-    * ``"newton_schulz"`` (official FIRE code): X₀ = W/‖W‖_F, Xₖ₊₁ = 1.5·Xₖ − 0.5·(XₖXₖᵀ)Xₖ. Every singular value
-      starts in (0, 1] and follows x ← 1.5x − 0.5x³ (fixed point 1); small ones grow only ~1.5× per step. The default
-      10 steps (the paper's, no convergence check) orthogonalise thin random matrices but leave the smallest
-      singular values of square or ill-conditioned ones far below 1: a 512×512 Gaussian keeps σ_min ≈ 0.002, i.e.
-      max|σ − 1| ≈ 1 (tests/test_polar.py ``test_ten_steps_leave_512_square_unconverged``). Use
-      `polar_with_info` to see the residual.
-    * ``"polar_express"`` (Amsel et al. 2025, arXiv 2505.16932, Algorithm 1): Xₖ₊₁ = aₖXₖ + bₖ(XₖXₖᵀ)Xₖ + cₖ(XₖXₖᵀ)²Xₖ
-      with the step-dependent coefficients `PE_COEFFS` (first seven divided by the 1.01 safety factor, then
-      (1.875, −1.25, 0.375) repeated), from X₀ = W/(1.01·‖(WWᵀ)²‖_F^¼) after Frobenius normalisation (a guaranteed
-      bound on ‖W‖₂ that reuses the first step's products). To max|σ − 1| ≤ 1e-3 in float32: about 7 steps for random
-      rectangular, 9 for random square, 11 for singular values spread over four decades (cubic: 12, 28, 30).
-    * ``"svd"``: exact UVᵀ from `torch.linalg.svd` in float64 (from the input on), cast back to the working dtype:
-      accurate to that dtype's rounding even for singular values spread over many decades; `steps`, `tol` are
-      ignored.
+    Tolerance mode (``tol`` given, iterations only; `steps` ignored): iterate until max|σ − 1| ≤ tol, checking every
+    `check_every` steps (one host sync each; the fixed-step path has none) with the free certificate
+    ‖XXᵀ − I‖_F ≥ max|σ − 1|, and stop after `max_steps` regardless. Float32 bottoms out near 1e-6, float64 near 1e-14.
 
-    Tolerance mode (``tol`` given, iterations only; `steps` is then ignored): iterate until max|σ − 1| ≤ tol, checking
-    every `check_every` steps and stopping after `max_steps` whether converged or not. The check is the free
-    certificate ‖XXᵀ − I‖_F ≥ max|σ² − 1| ≥ max|σ − 1| (XXᵀ is computed for the next step anyway), one host sync per
-    check; reaching a small tol may take one check more than the true residual needs. Float32 bottoms out near 1e-6
-    and float64 near 1e-14; a tol below that runs to `max_steps`. The fixed-step path has no host sync at all.
+    Rank rule: σᵢ ≤ RANK_RTOL·ε·σ_max count as zero, and tolerance and residual are judged on the other r. ``"svd"``
+    returns U_r V_rᵀ (a zero matrix gives zeros); the iterations leave rounding noise in null directions (exact zero
+    rows/columns stay zero). In tolerance mode the ranks are looked up (one `svdvals` of W) only if the certificate
+    stalls (improves by less than 10% between checks); rank-deficient batches are then checked with `svdvals` of the
+    iterate.
 
-    Rank rule: the polar factor is unique only on the range of W. Singular
-    values σᵢ ≤ 10·ε·σ_max count as zero (`numerical_rank`: rounding leaves a null direction near ε·σ_max); the
-    tolerance and the reported residual are judged on the other r singular values only. ``"svd"`` returns the
-    partial isometry U_r V_rᵀ (zero on the null space, so a zero matrix gives zeros). The iterations give U_r V_rᵀ in
-    exact arithmetic; in floating point the null-space directions hold whatever the iteration made of rounding noise
-    (small after 10 cubic steps, not reproducible across devices, up to 1 after many). Exact zero rows/columns stay
-    exactly zero. In tolerance mode the ranks are found only if the certificate stalls (a check that does not improve
-    it by 10%: null directions, or the slow phase of an ill-conditioned W), with one `torch.linalg.svdvals` of W;
-    rank-deficient batches are then checked with `svdvals` of the iterate instead of the certificate. Cubic
-    Newton–Schulz's slow start usually pays that SVD; Polar Express on well-conditioned W does not.
-
-    Dtypes: float32 and float64 are computed in their own precision; float16 and bfloat16 in float32 and cast back.
-    Scale: entries are divided by max|W| before anything else, so any finite scale (1e-20 … 1e20 in float32) works.
-    Runs under no gradient tracking (the result is detached from W).
+    Entries are divided by max|W| first, so any finite scale works. float16 and bfloat16 are computed in float32 and
+    cast back. The result is detached from W.
 
     Args:
         W: (..., m, n) real floating tensor, CPU or CUDA; not modified.
         method: ``"newton_schulz"`` (default), ``"polar_express"`` or ``"svd"``.
-        steps: fixed number of iterations when `tol` is None (default 10, the paper's).
-        tol: None (fixed steps) or a bound in (0, 1) on max|σ − 1|.
-        max_steps: the hard cap on iterations in tolerance mode.
-        check_every: check the tolerance every this many iterations (each check is a host sync).
+        steps: iterations when `tol` is None (default 10, the paper's).
+        tol: None or a bound in (0, 1) on max|σ − 1|.
+        max_steps, check_every: the cap on iterations and the check interval in tolerance mode.
 
     Returns:
-        Q: same shape, dtype and device as W; zeros where W is zero.
+        Q: same shape, dtype and device as W.
 
     Raises:
-        ValueError: W not a tensor, fewer than 2 dimensions, empty, or not real floating (the message gives the shape
-            and dtype); bad options (`check_polar_options`).
-        torch.linalg.LinAlgError: NaN/Inf in W where an SVD is taken (``"svd"``, `polar_with_info`, a tolerance-mode
-            rank lookup); the iterations themselves return NaN for such input (no check, to stay sync-free).
+        ValueError: W not a non-empty (..., m, n) real floating tensor (the message gives shape and dtype); bad options
+            (`check_polar_options`).
+        torch.linalg.LinAlgError: NaN/Inf in W where an SVD is taken (``"svd"``, `polar_with_info`, a rank lookup); the
+            iterations themselves return NaN (no check, to stay sync-free).
     """
     with torch.no_grad():
         return _polar(W, method, steps, tol, max_steps, check_every, info=False)[0]
@@ -470,14 +374,8 @@ def polar_with_info(
     max_steps: int = 100,
     check_every: int = 2,
 ) -> tuple[torch.Tensor, PolarInfo]:
-    """`polar` plus how it went: (Q, `PolarInfo`(method, steps, residual, rank, converged)).
-
-    The residual is the true max|σ − 1| of the returned Q on W's range (rank rule of `polar`), from one
-    `torch.linalg.svdvals` after the loop, plus one more on W for the ranks: two SVDs' cost and one host sync on top of
-    `polar` (the iteration itself is unchanged).
-
-    Args / Raises: as `polar`.
-    """
+    """`polar` plus a `PolarInfo`, at the cost of two more SVDs (of W for the ranks, of Q for the residual) and one host
+    sync; the iteration is unchanged. Args and Raises: as `polar`."""
     with torch.no_grad():
         Q, info = _polar(W, method, steps, tol, max_steps, check_every, info=True)
     assert info is not None, "info=True always returns a PolarInfo"

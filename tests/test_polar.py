@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from fire_rl.polar import NS_COEFFS, PE_COEFFS, check_polar_options, numerical_rank, polar, polar_with_info
+from fire_rl.polar import NS_COEFFS, PE_COEFFS, check_polar_options, polar, polar_with_info
 from fire_rl.resets import fire_
 
 DTYPES = [torch.float32, torch.float64]
@@ -232,7 +232,7 @@ def test_rank_deficient_svd_gives_partial_isometry(dtype):
     w = w.to(dtype)
     u, s, vh = np.linalg.svd(w.double().numpy(), full_matrices=False)
     q, info = polar_with_info(w, method="svd")
-    assert info.rank == 3 and int(numerical_rank(w)) == 3
+    assert info.rank == 3
     atol = {torch.float32: 1e-5, torch.float64: 1e-12}[dtype]
     np.testing.assert_allclose(q.double().numpy(), u[:, :3] @ vh[:3], atol=atol)
     assert info.residual <= atol
@@ -263,7 +263,6 @@ def test_small_but_resolved_singular_values_count_as_range(method):
     gen = torch.Generator().manual_seed(41)
     sigma = torch.logspace(0, math.log10(3e-6), 64, dtype=torch.float64)
     w = ((_orthogonal(64, 64, gen) * sigma) @ _orthogonal(64, 64, gen).T).float()
-    assert int(numerical_rank(w)) == 64
     q, info = polar_with_info(w, method=method, tol=1e-4)
     assert info.rank == 64 and info.residual <= 1e-4 and true_residual(q) <= 1e-4
 

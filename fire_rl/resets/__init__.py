@@ -23,7 +23,6 @@ from fire_rl.resets.injection import (
     inject_plasticity,
     injection_depth,
     rebuild_injections,
-    state_dict_injection_depth,
 )
 from fire_rl.resets.redo import NeuronPair, find_neuron_pairs, redo_
 from fire_rl.resets.shrink_perturb import shrink_perturb_
@@ -51,5 +50,4 @@ __all__ = [
     "resolve_layers",
     "select_layers",
     "shrink_perturb_",
-    "state_dict_injection_depth",
 ]

@@ -18,26 +18,13 @@ def full_reset_(
     toward: str = "init",
     measure: bool = True,
 ) -> ResetReport:
-    """Full reset in place: θ ← θ_new for every parameter of the selected layers; `shrink_perturb_` with α = 0.
-
-    Nothing of the trained values is kept. The official FIRE DQN resets its two linear layers (and, as its full-reset
-    baseline, every layer) to θ₀ this way (github.com/isaac7778/FIRE @ c37a0ac, rl/dqn/cleanrl/dqn_atari_resume.py
-    ``apply_full_reset``); its SAC re-initialises every parameter, LayerNorms included; the primacy-bias resets (SPR:
-    last layer; SAC: everything) use a fresh draw. Layer choice: `select_layers(network)` (Linear and Conv2d),
-    ``kinds=["linear", "conv", "norm"]`` (every parameter of the networks in `fire_rl.networks`),
-    ``roles=["head"]``, or names.
-
-    What happens to the changed tensors, the target, the optimizer state and the RNG: as `shrink_perturb_` (θ_new is
-    copied exactly).
-
-    Args:
-        network, layers, theta0, toward, measure: as `shrink_perturb_`.
+    """Full reset in place: θ ← θ_new (copied exactly) for every parameter of the selected layers; `shrink_perturb_`
+    with α = 0, whose Args, targets, optimizer state, RNG and Raises it shares. The official FIRE DQN resets its
+    Linears (and, as its full-reset baseline, every layer) to θ₀ this way (github.com/isaac7778/FIRE @ c37a0ac,
+    rl/dqn/cleanrl/dqn_atari_resume.py ``apply_full_reset``); its SAC re-initialises every parameter, LayerNorms
+    included; the primacy-bias resets use a fresh draw.
 
     Returns:
-        `ResetReport` with method ``"full"``, one `LayerReport` (op ``"full"``) per layer, and `changed` = the
-        parameters it overwrote.
-
-    Raises:
-        ValueError: as `shrink_perturb_`, all raised before any parameter changes.
+        `ResetReport` ``"full"``: one `LayerReport` per layer, `changed` = the parameters it overwrote.
     """
     return shrink_perturb_(network, layers, theta0, alpha=0.0, toward=toward, measure=measure, op="full")

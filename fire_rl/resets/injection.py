@@ -6,11 +6,11 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from fire_rl.polar import check_range
 from fire_rl.resets.common import (
     MATRIX_KINDS,
     LayerReport,
@@ -23,17 +23,11 @@ from fire_rl.resets.common import (
 
 
 class InjectedHead(nn.Module):
-    """A head after plasticity injection: h(z) = old(z) + (new(z) − new_frozen(z)) (Nikishin et al. 2023, eq. 1).
+    """h(z) = old(z) + (new(z) − new_frozen(z)) (Nikishin et al. 2023, eq. 1).
 
     `old` (the trained head, possibly itself an `InjectedHead`) and `new_frozen` have ``requires_grad=False``; `new`
     is trainable and starts equal to `new_frozen`, so the output is bit-identical at injection (the difference is
-    formed first and is exactly zero) and the number of trainable parameters stays that of one head. `new` and
-    `new_frozen` have the architecture of the original head, also when `old` is an injected head (nesting).
-
-    All three run in the network's train/eval mode; none of the networks here has running statistics in its head.
-
-    Args:
-        old, new, new_frozen: modules mapping the same input to tensors of the same shape.
+    formed first and is exactly zero). `new` and `new_frozen` have the original head's architecture.
     """
 
     def __init__(self, old: nn.Module, new: nn.Module, new_frozen: nn.Module) -> None:
@@ -43,21 +37,15 @@ class InjectedHead(nn.Module):
         self.new_frozen = new_frozen.requires_grad_(False)
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
-        """old(z) + (new(z) − new_frozen(z)), same shape and dtype as the original head's output."""
         return self.old(*args, **kwargs) + (self.new(*args, **kwargs) - self.new_frozen(*args, **kwargs))
 
 
 def _split(network: nn.Module, head: str) -> tuple[nn.Module, str, nn.Module]:
     """(parent module, attribute name, head module) for a dotted `head` path."""
-    if not isinstance(network, nn.Module):
-        raise ValueError(f"network must be an nn.Module, got {type(network).__name__}")
-    if not isinstance(head, str) or not head:
-        raise ValueError(f"head must be the (dotted) name of a child module, got {head!r}")
-    parent_name, _, attr = head.rpartition(".")
-    modules = dict(network.named_modules())
-    parent = modules.get(parent_name)
-    child = getattr(parent, attr, None) if parent is not None else None
-    if not isinstance(child, nn.Module) or child is parent:
+    parent_name, _, attr = head.rpartition(".") if isinstance(head, str) else ("", "", "")
+    parent = dict(network.named_modules()).get(parent_name)
+    child = getattr(parent, attr, None) if attr else None
+    if not isinstance(child, nn.Module):
         children = [n for n, _ in network.named_children()]
         raise ValueError(f"head {head!r} is not a submodule of {type(network).__name__}; its children are {children}")
     return parent, attr, child
@@ -69,26 +57,12 @@ def _template(head_module: nn.Module) -> nn.Module:
 
 
 def injection_depth(network: nn.Module, head: str = "head") -> int:
-    """How many times plasticity was injected into `network.<head>` (0 for a plain head).
-
-    Raises:
-        ValueError: `head` is not a submodule of `network`.
-    """
+    """How many times plasticity was injected into `network.<head>` (0 for a plain head); ValueError if `head` is not a
+    submodule."""
     _, _, module = _split(network, head)
     depth = 0
     while isinstance(module, InjectedHead):
         module, depth = module.old, depth + 1
-    return depth
-
-
-def state_dict_injection_depth(state_dict: Mapping[str, object], head: str = "head") -> int:
-    """The injection depth of the network a state dict was saved from, read off its keys (``head.old.old.…``).
-
-    The head's own submodules must not be named ``old``.
-    """
-    depth = 0
-    while any(key.startswith(f"{head}{'.old' * (depth + 1)}.") for key in state_dict):
-        depth += 1
     return depth
 
 
@@ -110,10 +84,7 @@ def _theta0_values(theta0: dict[str, torch.Tensor], head: str, template: nn.Modu
     for pname, p in template.named_parameters():
         key = f"{head}.{pname}"
         if key not in theta0:
-            raise ValueError(
-                f"theta0 has no entry {key!r}: pass the θ₀ captured from the network before any injection "
-                "(capture_theta0 right after initialisation)"
-            )
+            raise ValueError(f"theta0 has no entry {key!r}: pass the θ₀ captured before any injection")
         if theta0[key].shape != p.shape:
             raise ValueError(f"theta0[{key!r}] has shape {tuple(theta0[key].shape)}, the head {tuple(p.shape)}")
         out[pname] = theta0[key].to(device=p.device, dtype=p.dtype)
@@ -121,8 +92,8 @@ def _theta0_values(theta0: dict[str, torch.Tensor], head: str, template: nn.Modu
 
 
 def _fresh_values(network: nn.Module, parent: nn.Module, attr: str, head: str, template: nn.Module) -> dict:
-    """A fresh draw of the original head with the network's own init: the network is drawn with a plain copy of the
-    head in place (its ``init_weights`` may expect the original structure), then the head is put back."""
+    """A fresh draw of the original head with the network's own init, drawn with a plain copy of the head in place
+    (``init_weights`` may expect the original structure)."""
     owners = [n for n, m in template.named_modules() if any(True for _ in m.parameters(recurse=False))]
     current = getattr(parent, attr)
     setattr(parent, attr, copy.deepcopy(template))
@@ -141,85 +112,73 @@ def inject_plasticity(
     toward: str = "init",
     measure: bool = True,
 ) -> ResetReport:
-    """Plasticity injection in place: ``network.<head>`` becomes an `InjectedHead` (Nikishin et al. 2023, Sec. 3).
-
-    The trained head h_θ is frozen, and two copies of the original head architecture with identical new parameters θ′
-    are added, one trainable (h_θ′) and one frozen (h_θ′₀): output h_θ(z) + h_θ′(z) − h_θ′₀(z). Predictions are
-    unchanged at injection (bit-identical), the number of trainable parameters is unchanged, and the encoder stays
-    shared and trainable. Injecting again nests: the current `InjectedHead` becomes the frozen old head.
+    """Plasticity injection in place (Nikishin et al. 2023, Sec. 3): ``network.<head>`` becomes an `InjectedHead`
+    h_θ(z) + h_θ′(z) − h_θ′₀(z), the trained head frozen and two copies of the original head with identical new
+    parameters θ′ added, one trainable. Predictions (bit-identical) and the number of trainable parameters are
+    unchanged; the encoder stays shared and trainable. Injecting again nests.
 
     What happens to:
         * the changed tensors: none changes value; the head module is replaced, the old head's parameters get
-          ``requires_grad=False`` and new parameters are created (``network.<head>.new``). Whoever holds the old
-          head's parameters (an optimizer) now holds frozen tensors.
-        * the target network: nothing; the scheduler injects it the same way, with its own weights as the frozen old
-          head (official FIRE DQN: github.com/isaac7778/FIRE @ c37a0ac, rl/dqn/cleanrl/dqn_atari_resume.py,
+          ``requires_grad=False`` and new ones are created (``network.<head>.new``).
+        * the target network: nothing; the scheduler injects it too, with its own weights as the frozen old head
+          (official FIRE DQN: github.com/isaac7778/FIRE @ c37a0ac, rl/dqn/cleanrl/dqn_atari_resume.py,
           ``PlasticityInjectedQNetwork(old_q_network=target)``), or copies the online network.
-        * the optimizer state: the optimizer MUST be rebuilt with the network's trainable parameters
-          (``[p for p in network.parameters() if p.requires_grad]``); the new parameters are not in any optimizer
-          yet. The official DQN code builds a fresh Adam over them.
-        * the RNG: ``toward="init"``: θ′ = θ₀ of the head (official FIRE DQN), no randomness; ``toward="random"``:
-          θ′ = a fresh draw with the network's own init (`fresh_draw`, torch's global RNG).
+        * the optimizer state: the optimizer MUST be rebuilt over the trainable parameters (the new ones are in none);
+          the official DQN code builds a fresh Adam.
+        * the RNG: ``toward="init"``: θ′ = θ₀ of the head (official), no randomness; ``"random"``: a fresh draw with
+          the network's own init (`fresh_draw`, torch's global RNG).
 
-    Resuming: a fresh network takes an injected network's state dict after `rebuild_injections(fresh, depth, head)`
-    with the saved `injection_depth` (or `state_dict_injection_depth` of the state dict); calling `inject_plasticity`
-    the same number of times works too.
+    To resume, `rebuild_injections(fresh, depth, head)` before loading the state dict.
 
     Args:
         network: the network; `head` names its output module (dotted paths allowed).
-        head: the module to inject into, default ``"head"`` (the convention of `fire_rl.networks`).
-        theta0: θ₀ from `capture_theta0(network)` taken before any injection (keys ``"<head>.<param>"``); required for
-            ``toward="init"``.
+        theta0: θ₀ from `capture_theta0(network)` before any injection; required for ``toward="init"``.
         toward: ``"init"`` or ``"random"``.
-        measure: one `LayerReport` (op ``"pi"``) per Linear/Conv2d of the new head: SFE/DfI between the weights that
-            were trainable until now and the new trainable weights, DfI before/after of those (per-layer seconds are
-            NaN; the report's `seconds` is the total). False: only the total time.
+        measure: one `LayerReport` (op ``"pi"``, seconds NaN) per Linear/Conv2d of the new head: SFE and DfI between
+            the weights trainable until now and the new trainable ones. False: only the total time.
 
     Returns:
-        `ResetReport` with method ``"pi"`` and `changed` empty.
+        `ResetReport` ``"pi"`` with `changed` empty.
 
     Raises:
-        ValueError: `head` not a submodule; unknown `toward`; ``toward="init"`` without θ₀ or with θ₀ lacking the
-            head's entries or of other shapes; all raised before the network changes.
+        ValueError: `head` not a submodule; unknown `toward`; ``"init"`` without θ₀ or with θ₀ lacking the head's
+            entries or of other shapes; all before the network changes.
     """
     parent, attr, old = _split(network, head)
     check_toward(toward)
     template = _template(old)
-    if toward == "init":
-        if theta0 is None:
-            raise ValueError("toward='init' needs theta0 (capture_theta0(network) right after initialisation)")
-        values = _theta0_values(theta0, head, template)
-    else:
+    if toward == "random":
         values = _fresh_values(network, parent, attr, head, template)
+    elif theta0 is None:
+        raise ValueError("toward='init' needs theta0 (capture_theta0(network) right after initialisation)")
+    else:
+        values = _theta0_values(theta0, head, template)
 
     start = time.perf_counter()
     injected = _inject(parent, attr, old, values)
     report = ResetReport("pi")
     trained = dict(template.named_modules())
     for name, module in injected.new.named_modules():
-        if layer_kind(module) not in MATRIX_KINDS:
-            continue
-        qualified = f"{head}.new.{name}" if name else f"{head}.new"
-        if measure:
-            report.layers.append(layer_report(qualified, "pi", trained[name].weight, module.weight, math.nan))
-        else:
-            report.layers.append(LayerReport(qualified, "pi"))
+        if layer_kind(module) in MATRIX_KINDS:
+            qualified = f"{head}.new.{name}" if name else f"{head}.new"
+            if measure:
+                report.layers.append(layer_report(qualified, "pi", trained[name].weight, module.weight, math.nan))
+            else:
+                report.layers.append(LayerReport(qualified, "pi"))
     report.seconds = time.perf_counter() - start
     return report
 
 
 def rebuild_injections(network: nn.Module, depth: int, head: str = "head") -> None:
-    """Re-create the structure of `depth` plasticity injections on a fresh (or less injected) network, for resuming.
-
-    The added heads are copies of the current trainable head with its values (no RNG is used); load the saved state
-    dict afterwards to get the saved values, then rebuild the optimizer with the trainable parameters.
+    """Re-create the structure of `depth` injections on a fresh (or less injected) network, for resuming: the added
+    heads are copies of the current trainable head (no RNG); load the saved state dict afterwards, then rebuild the
+    optimizer.
 
     Raises:
         ValueError: `depth` not an int ≥ the network's current `injection_depth`, or `head` not a submodule.
     """
     current = injection_depth(network, head)
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < current:
-        raise ValueError(f"depth must be an int >= the current injection depth {current}, got {depth!r}")
+    check_range("depth (at least the current injection depth)", depth, current, integer=True)
     parent, attr, _ = _split(network, head)
     for _ in range(depth - current):
         _inject(parent, attr, getattr(parent, attr), None)

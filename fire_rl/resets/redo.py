@@ -6,7 +6,6 @@ Official code: github.com/google/dopamine @ 1dd1661, ``dopamine/labs/redo/weight
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,33 +13,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fire_rl.metrics import dormant_scores, probe_forward
-from fire_rl.resets.common import (
-    MATRIX_KINDS,
-    LayerReport,
-    ResetReport,
-    fresh_draw,
-    layer_kind,
-    resolve_layers,
-)
-
-__all__ = ["NeuronPair", "find_neuron_pairs", "redo_"]
+from fire_rl.metrics import check_inputs, dormant_scores, probe_forward
+from fire_rl.polar import check_range
+from fire_rl.resets.common import MATRIX_KINDS, LayerReport, ResetReport, fresh_draw, layer_kind, resolve_layers
 
 
 @dataclass(frozen=True)
 class NeuronPair:
-    """One recyclable activation layer: the layer producing its pre-activations, and the layer reading it.
-
-    Attributes:
-        producer: qualified name of the `nn.Linear` / `nn.Conv2d` whose outputs feed the ReLU; unit i = its output
-            row i (Linear) or output channel i (Conv2d).
-        activation: the `dormant_scores` key of that ReLU call (its module name, or ``name#k`` for the k-th call of a
-            ReLU module called several times).
-        consumer: qualified name of the `nn.Linear` / `nn.Conv2d` reading the ReLU's output; unit i's outgoing
-            weights are its input column i (Linear), input channel i (Conv2d), or, through an `nn.Flatten` of a
-            (B, C, H, W) activation, the H·W columns [i·H·W, (i+1)·H·W) (PyTorch flattens channel-major).
-        spatial: H·W for the Flatten case (3136 = 64 × 7 × 7 in the Nature CNN: 49 columns per channel), else 1.
-    """
+    """One recyclable activation: the `nn.Linear`/`nn.Conv2d` `producer` whose unit i (output row or channel) feeds it,
+    its `dormant_scores` key `activation` (``name#k`` for the k-th call of a shared ReLU module), and the
+    `nn.Linear`/`nn.Conv2d` `consumer` reading it, whose input column or channel i holds unit i's outgoing weights,
+    or, through an `nn.Flatten` of (B, C, H, W), columns [i·H·W, (i+1)·H·W) with `spatial` = H·W (49 for the Nature
+    CNN's last conv; PyTorch flattens channel-major)."""
 
     producer: str
     activation: str
@@ -56,10 +40,6 @@ class _Call:
     output: object
 
 
-def _leaf_modules(network: nn.Module) -> dict[str, nn.Module]:
-    return {name: m for name, m in network.named_modules() if name and next(m.children(), None) is None}
-
-
 def _trace(network: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[_Call]:
     """Every leaf-module call of one no-grad, eval-mode forward, in call order (modes and hooks restored after)."""
     calls: list[_Call] = []
@@ -71,8 +51,9 @@ def _trace(network: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[_Call]:
         return record
 
     with probe_forward(network, eval_mode=True) as handles:
-        for name, module in _leaf_modules(network).items():
-            handles.append(module.register_forward_hook(hook(name)))
+        for name, module in network.named_modules():
+            if name and next(module.children(), None) is None:  # leaf modules only
+                handles.append(module.register_forward_hook(hook(name)))
         with torch.no_grad():
             network(*inputs)
     return calls
@@ -137,35 +118,24 @@ def _pair_of(index: int, calls: list[_Call], key: str, counts: dict[str, int]) -
 def find_neuron_pairs(
     network: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], strict: bool = True
 ) -> list[NeuronPair]:
-    """The (producer, activation, consumer) triples of `network`, found from one traced forward pass.
+    """The (producer, activation, consumer) triples of `network` in call order, from one traced eval-mode, no-grad
+    forward of the first sample of `inputs`.
 
-    Every leaf module is hooked for one eval-mode, no-grad forward on the first sample of `inputs`. For each
-    `nn.ReLU` call (the modules `fire_rl.metrics.dormant_scores` hooks), the producer is the module whose output
-    tensor *is* the ReLU's input (object identity, so any op in between breaks the pairing) and must be an
-    `nn.Linear` / `nn.Conv2d`; the consumer is the one module whose input is the ReLU's output, directly or through
-    one `nn.Flatten` of a (B, C, H, W) activation, and must be an `nn.Linear` / `nn.Conv2d` whose fan-in matches.
-    Examples: the Nature CNN's ``encoder.0 → encoder.1 → encoder.2`` (conv → conv), ``encoder.4 → encoder.5 →
-    [encoder.6 Flatten] → head.0`` (conv → Linear, 49 columns per channel) and ``head.0 → head.1 → head.2``;
-    SimBa's ``….fc1 → ….act → ….fc2`` in every residual block. The output layer has no ReLU after it, so it is never a
-    producer (ReDo excludes it).
+    For each `nn.ReLU` call, the producer is the module whose output tensor *is* the ReLU's input (object identity, so
+    any op in between breaks the pairing) and the consumer the one module reading its output, directly or through one
+    `nn.Flatten` of a (B, C, H, W) activation; both must be `nn.Linear`/`nn.Conv2d` (groups 1) run once per forward,
+    with matching fan-in. The output layer has no ReLU after it, so it is never a producer (ReDo excludes it).
 
     Args:
-        network: the network; activations must be `nn.ReLU` modules.
-        inputs: a batch (tensor, or tuple/list passed as ``network(*inputs)``); only its first sample is used.
-        strict: raise for any ReLU that cannot be paired; False drops those (and returns only the pairable ones).
-
-    Returns:
-        The pairs in call order.
+        strict: raise for any ReLU that cannot be paired; False drops those.
 
     Raises:
-        ValueError: `network` not a module, bad `inputs`, no `nn.ReLU` called, or (strict) a ReLU whose producer or
-            consumer is not a single Linear/Conv2d (the message says which and why).
+        ValueError: `network` not a module, bad `inputs`, no `nn.ReLU` called, or (strict) an unpairable ReLU (the
+            message says why).
     """
     if not isinstance(network, nn.Module):
         raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}")
-    args = _check_inputs(inputs)
-    probe = tuple(t[:1] if t.dim() > 0 else t for t in args)
-    calls = _trace(network, probe)
+    calls = _trace(network, tuple(t[:1] if t.dim() > 0 else t for t in check_inputs(inputs)))
     counts: dict[str, int] = {}
     for c in calls:
         counts[c.name] = counts.get(c.name, 0) + 1
@@ -176,23 +146,13 @@ def find_neuron_pairs(
     pairs = []
     for i in relu_calls:
         name = calls[i].name
-        k = seen.get(name, 0)
-        seen[name] = k + 1
-        key = name if counts[name] == 1 else f"{name}#{k}"
+        seen[name] = seen.get(name, 0) + 1
         try:
-            pairs.append(_pair_of(i, calls, key, counts))
+            pairs.append(_pair_of(i, calls, name if counts[name] == 1 else f"{name}#{seen[name] - 1}", counts))
         except ValueError:
             if strict:
                 raise
     return pairs
-
-
-def _check_inputs(inputs: object) -> tuple[torch.Tensor, ...]:
-    if isinstance(inputs, torch.Tensor):
-        return (inputs,)
-    if isinstance(inputs, (tuple, list)) and inputs and all(isinstance(t, torch.Tensor) for t in inputs):
-        return tuple(inputs)
-    raise ValueError(f"inputs must be a tensor or a non-empty tuple/list of tensors, got {type(inputs).__name__}")
 
 
 def _zero_moments_(optimizer: torch.optim.Optimizer | None, param: torch.Tensor, mask: torch.Tensor) -> None:
@@ -214,59 +174,46 @@ def redo_(
 ) -> ResetReport:
     """One ReDo recycling pass in place (Sokar et al. 2023, Algorithm 1).
 
-    Scores sᵢ = E|hᵢ| / mean_j E|h_j| of every ReLU over the batch `inputs` (`fire_rl.metrics.dormant_scores`, eval
-    mode). For each pair (producer, ReLU, consumer) found by `find_neuron_pairs` and each τ-dormant unit i
-    (sᵢ ≤ τ; all units when the whole layer is silent):
-
-    * incoming weights: row i of the producer's weight (output channel i of a conv kernel) ← the same row of a fresh
-      draw of the network's own initialisation (`fresh_draw`: ``init_weights()`` on a copy, torch's global RNG), as
-      the official code re-draws with its initializer;
-    * its bias: ← 0 (official code);
-    * outgoing weights: column i of the consumer's weight (input channel i of a conv; the 49-column block of channel
-      i for the Nature CNN's Flatten into 3136 inputs) ← 0 (official ``init_method_outgoing='zero'``).
-
-    All incoming rows are written before any outgoing column is zeroed, so a layer that is both (the Nature CNN's
-    middle convs) ends with zero columns for the dormant units of the layer before it, as in the official code.
+    Scores every ReLU's units on `inputs` (`fire_rl.metrics.dormant_scores`, eval mode); for each pair of
+    `find_neuron_pairs` and each τ-dormant unit i (sᵢ ≤ τ; all units of a silent layer), as the official code does:
+    row i of the producer's weight ← the same row of a fresh draw of the network's own init (`fresh_draw`), its
+    bias ← 0, and the consumer's input column(s) i ← 0 (``init_method_outgoing='zero'``). All incoming rows are
+    written before any outgoing column is zeroed, so a layer that is both (the Nature CNN's middle convs) ends with
+    zero columns.
 
     What happens to:
         * the changed tensors: the producers' weights and biases and the consumers' weights, in place under
-          `torch.no_grad()`; every other element, and every other parameter, is bit-identical.
-        * the optimizer state, when `optimizer` is given: every per-element state tensor of those weights (Adam's
-          exp_avg and exp_avg_sq, and max_exp_avg_sq with amsgrad) is zeroed on exactly the recycled rows and
-          zeroed columns; step counts and the biases' moments are kept (official code resets mu and nu of the
-          recycled weights only).
+          `torch.no_grad()`; every other element and parameter is bit-identical.
+        * the optimizer state (given `optimizer`): every per-element state tensor of those weights (Adam's exp_avg,
+          exp_avg_sq, max_exp_avg_sq) zeroed on exactly the recycled rows and columns; steps and bias moments kept.
         * target networks: nothing (the agent's target update follows the online network).
         * the RNG: one fresh draw of the whole network from torch's global RNG per call.
 
-    Host syncs: one, for the per-layer counts in the report (the masks stay on the device).
+    One host sync, for the per-layer counts.
 
     Args:
-        network: the network; its activations must be `nn.ReLU` modules, each between two Linear/Conv2d layers.
-        inputs: a batch to score on, ``network(*inputs)`` (a tensor or tuple/list, e.g. (obs, action) for a critic).
+        network: its activations must be `nn.ReLU` modules, each between two Linear/Conv2d layers.
+        inputs: a batch to score on, ``network(*inputs)`` (a tensor, or e.g. (obs, action) for a critic).
         tau: dormancy threshold τ ≥ 0; 0.1 in ReDo's benchmarks, 0.025 in its analysis, 0 for silent units only.
-        optimizer: the optimizer of `network` whose moments to zero, or None to leave optimizer state alone.
-        layers: the producers to recycle: None (every one found), a dict from `select_layers`, or qualified
-            Linear/Conv2d names, each of which must be a producer.
+        optimizer: the optimizer of `network` whose moments to zero, or None.
+        layers: the producers to recycle: None (every one found), a dict from `select_layers`, or qualified names.
 
     Returns:
-        `ResetReport` with method ``"redo"``: one `LayerReport` (op ``"redo"``, `recycled` = the number of recycled
-        units) per producer, the total seconds, and `changed` = the producer weights/biases and consumer weights of
-        layers that recycled at least one unit.
+        `ResetReport` ``"redo"``: one `LayerReport` per producer (`recycled` = units recycled), the total seconds, and
+        `changed` = the producer weights/biases and consumer weights of layers that recycled a unit.
 
     Raises:
-        ValueError: bad `tau`, `inputs` or `optimizer`; `layers` not Linear/Conv2d layers of `network` or not
-            producers (the message lists the producers); an architecture ReDo cannot pair (with ``layers=None``:
-            any ReLU; with `layers`: those of the selected producers); parameters missing from `optimizer`. All
-            raised before any parameter changes.
+        ValueError: bad `tau`, `inputs` or `optimizer`; `layers` not producers of `network` (the message lists them);
+            an architecture ReDo cannot pair (with ``layers=None``: any ReLU); parameters missing from `optimizer`.
+            All before any parameter changes.
     """
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (math.isfinite(tau) and tau >= 0):
-        raise ValueError(f"tau must be a finite float >= 0 (0.1 in ReDo's benchmarks), got {tau!r}")
+    check_range("tau (0.1 in ReDo's benchmarks)", tau, 0)
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise ValueError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
     wanted = None if layers is None else list(resolve_layers(network, layers))
     pairs = find_neuron_pairs(network, inputs, strict=wanted is None)
-    by_producer = {p.producer: p for p in pairs}
     if wanted is not None:
+        by_producer = {p.producer: p for p in pairs}
         missing = [n for n in wanted if n not in by_producer]
         if missing:
             raise ValueError(
@@ -310,13 +257,12 @@ def redo_(
             _zero_moments_(optimizer, reader.weight, cols)
     counts = torch.stack([dormant[p.producer].sum() for p in pairs]).tolist() if pairs else []
     report = ResetReport("redo")
+    changed: dict[int, nn.Parameter] = {}  # by id: a consumer that is also a producer would be listed twice
     for pair, count in zip(pairs, counts, strict=True):
         report.layers.append(LayerReport(pair.producer, "redo", recycled=float(count)))
         if count:
             producer, reader = modules[pair.producer], modules[pair.consumer]
-            report.changed += [p for p in (producer.weight, producer.bias, reader.weight) if p is not None]
-    # A consumer that is also a producer (the Nature CNN's middle convs) would otherwise be listed twice.
-    unique: dict[int, nn.Parameter] = {id(p): p for p in report.changed}
-    report.changed = list(unique.values())
+            changed.update({id(p): p for p in (producer.weight, producer.bias, reader.weight) if p is not None})
+    report.changed = list(changed.values())
     report.seconds = time.perf_counter() - start
     return report

@@ -8,16 +8,8 @@ import time
 import torch
 from torch import nn
 
-from fire_rl.resets.common import (
-    KINDS,
-    LayerReport,
-    ResetReport,
-    check_toward,
-    layer_report,
-    reset_values,
-    resolve_layers,
-    sync,
-)
+from fire_rl.polar import check_range
+from fire_rl.resets.common import KINDS, LayerReport, ResetReport, layer_report, reset_values, resolve_layers, sync
 
 
 def shrink_perturb_(
@@ -32,46 +24,36 @@ def shrink_perturb_(
 ) -> ResetReport:
     """Shrink & Perturb in place: θ ← α·θ + (1 − α)·θ_new for every parameter of the selected layers.
 
-    α is the fraction of the trained parameters KEPT: α = 1 changes nothing, α = 0 is a full reset to θ_new
-    (`full_reset_` is this function with α = 0). Papers differ in convention; their settings in this one: FIRE's S&P
-    baseline α = 0.2 toward θ₀ (``toward="init"``; the official code's ``θ.mul_(0.2).add_(θ₀, alpha=0.8)``,
-    github.com/isaac7778/FIRE @ c37a0ac, rl/dqn/cleanrl/dqn_atari_resume.py ``apply_srdqn``), SR-SPR α = 0.8 and BBF
-    α = 0.5 toward a fresh draw (``toward="random"``).
-
-    Computed as the official code does, ``θ.mul_(α).add_(θ_new, alpha=1 − α)``; α = 0 copies θ_new exactly (also over
-    a NaN or Inf θ, which 0·θ would keep).
+    α is the fraction of the trained parameters KEPT: α = 1 changes nothing, α = 0 is a full reset to θ_new. In this
+    convention FIRE's S&P baseline is α = 0.2 toward θ₀ (official ``θ.mul_(0.2).add_(θ₀, alpha=0.8)``,
+    github.com/isaac7778/FIRE @ c37a0ac, rl/dqn/cleanrl/dqn_atari_resume.py ``apply_srdqn``), SR-SPR's α = 0.8 and
+    BBF's α = 0.5 toward a fresh draw. Computed as ``θ.mul_(α).add_(θ_new, alpha=1 − α)``; α = 0 copies θ_new exactly
+    (also over a NaN or Inf θ).
 
     What happens to:
-        * the changed tensors: every parameter (``weight``, ``bias``) of each selected layer, Linear, Conv2d or
-          normalisation layer (γ, β), overwritten in place under `torch.no_grad()`; nothing else.
-        * the target network: nothing; the scheduler handles it.
-        * the optimizer state: nothing; the scheduler handles it (`changed` lists what moved).
-        * the RNG: ``toward="init"`` uses θ₀ and no randomness; ``toward="random"`` draws θ_new once for all selected
-          layers with the network's own initialisation (`fresh_draw`, torch's global RNG: reproducible under
-          `torch.manual_seed`).
+        * the changed tensors: every parameter of each selected Linear, Conv2d or normalisation layer (γ, β),
+          in place under `torch.no_grad()`; nothing else.
+        * the target network and the optimizer state: nothing; the scheduler handles them (`changed` lists what moved).
+        * the RNG: ``toward="init"`` uses θ₀; ``toward="random"`` draws θ_new once for all selected layers with the
+          network's own initialisation (`fresh_draw`, torch's global RNG).
 
     Args:
         network: the network whose layers are reset.
-        layers: ``{name: module}`` from `select_layers` (kinds ``"linear"``, ``"conv"``, ``"norm"``), or a list of
-            qualified layer names.
-        theta0: θ₀ from `capture_theta0(network)`; required for ``toward="init"``, ignored (may be None) otherwise.
+        layers: ``{name: module}`` from `select_layers` (kinds linear, conv, norm), or qualified layer names.
+        theta0: θ₀ from `capture_theta0(network)`; required for ``toward="init"``.
         alpha: α in [0, 1], the share of θ kept.
         toward: ``"init"`` (θ_new = θ₀) or ``"random"`` (θ_new = a fresh draw).
-        measure: per-layer SFE, relative SFE and (Linear/Conv2d) DfI before/after of the weight (one host sync per
-            layer); False: only times.
-        op: the name the report gives the operation (``"sp"``; `full_reset_` passes ``"full"``).
+        measure: per-layer SFE, relative SFE and DfI before/after of the weight (one host sync per layer); False: times.
+        op: the name the report gives the operation (`full_reset_` passes ``"full"``).
 
     Returns:
-        `ResetReport` with method `op`, one `LayerReport` (op `op`) per layer, and `changed` = the parameters it
-        overwrote.
+        `ResetReport` `op`: one `LayerReport` per layer, `changed` = the parameters it overwrote.
 
     Raises:
-        ValueError: `alpha` not a number in [0, 1]; unknown `toward`; ``toward="init"`` without θ₀ or with θ₀ of another
-            network; bad `layers`; all raised before any parameter changes.
+        ValueError: `alpha` not in [0, 1]; unknown `toward`; ``"init"`` without θ₀ or with θ₀ of another network; bad
+            `layers`; all before any parameter changes.
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (0.0 <= alpha <= 1.0):
-        raise ValueError(f"alpha must be a float in [0, 1] (the share of trained parameters kept), got {alpha!r}")
-    check_toward(toward)
+    check_range("alpha (the share of trained parameters kept)", alpha, 0, 1)
     chosen = resolve_layers(network, layers, kinds=tuple(KINDS))
     values = reset_values(network, chosen, theta0, toward)
     alpha = float(alpha)
