@@ -3,12 +3,20 @@
     python scripts/ablate.py --agent dqn_atari --env-ids ALE/Breakout-v5 ALE/Pong-v5 --methods none fire sp \\
         --replay-ratios 0.25 1 4 --seeds 0 1 2 --out runs/rr-sweep --workers 2 -- --total-timesteps 100000
     python scripts/ablate.py @sweep.args --seeds 3 --backend ray   # flags from a file, one per line; later ones win
+    python scripts/ablate.py ... --branch-at 100000 -- --total-timesteps 130000   # the FIRE paper's branches
 
 Grid: ``--env-ids`` x ``--methods`` (the agents' ``--reset``) x ``--replay-ratios`` (gradient updates per env step) x
 ``--seeds``; other flags go to the agent unchanged (`agent_command`). A run's state is its directory ``OUT/<name>``:
 finished when ``result.json`` says so (skipped), resumable when it holds ``checkpoint.pt`` (``--resume``), else new
 (a directory without a checkpoint is removed first). Agent output goes to ``OUT/logs/<name>.log``;
 ``OUT/attempts.jsonl`` gets a line when an attempt starts (pid, command) and ends (status, exit code, error).
+
+Branches (``--branch-at STEP``): per (env id, replay ratio, seed) a pretraining ``<env>__pre__rr<r>__s<seed>__b<STEP>``
+(``--reset none --total-timesteps STEP --save-buffer``), then per method a branch ``<env>__<method>__...__b<STEP>``
+(``--branch-from`` it, ``--reset M --reset-at-start``); the flags after ``--`` go to both (the last one wins) and give
+the branches' length. Locally the pretrainings run first, then the branches; on Ray a branch's task takes its
+pretraining's ObjectRef. A branch whose pretraining did not finish is ``failed``, unstarted; its records name the
+pretraining (``after``).
 
 Faults (tests/test_sweep_faults.py, tests/test_ablate.py):
 - Exit code 2 (the agent refused its input; deterministic): ``failed`` once with its message, never retried.
@@ -49,33 +57,45 @@ from typing import NamedTuple
 REPO = Path(__file__).resolve().parents[1]
 AGENTS = {"dqn_atari": REPO / "agents" / "dqn_atari.py", "sac_simba": REPO / "agents" / "sac_simba.py"}
 METHODS = ("none", "fire", "sp", "full", "pi", "redo")
-GRID_FLAGS = ("--env-id", "--seed", "--reset", "--replay-ratio", "--run-dir", "--resume", "--threads")
+GRID_FLAGS = ("--env-id", "--seed", "--reset", "--replay-ratio", "--run-dir", "--resume", "--threads", "--branch-from",
+              "--reset-at-start")  # fmt: skip
+PRE = "pre"  # the method field of a branch sweep's pretraining run (the agent runs it with --reset none)
 # The local pool's state. Plain containers: Ray pickles `attempt` with the globals it names (a lock would not pickle).
 STOPPING = {"now": False}  # the runner was interrupted: no new attempt, no retry
 RUNNING: dict[str, subprocess.Popen] = {}  # run name -> its agent process
 # What each numeric flag allows.
 LIMITS = {"replay_ratios": "> 0", "seeds": ">= 0", "workers": ">= 1", "threads": ">= 1", "gpus_per_run": ">= 0",
-          "max_retries": ">= 0", "run_timeout": "> 0", "stop_grace": ">= 0"}  # fmt: skip
+          "max_retries": ">= 0", "run_timeout": "> 0", "stop_grace": ">= 0", "branch_at": "> 0"}  # fmt: skip
 
 
 class RunSpec(NamedTuple):
-    """One grid cell: env id, reset method, replay ratio (gradient updates per env step) and seed."""
+    """One grid cell: env id, reset method (`PRE`: a pretraining), replay ratio (gradient updates per env step), seed
+    and branch point (env steps; 0: a run from scratch)."""
 
     env_id: str
     method: str
     replay_ratio: float
     seed: int
+    branch_at: int = 0
 
     @property
     def name(self) -> str:
-        """``<env>__<method>__rr<ratio %g>__s<seed>``, characters outside ``[A-Za-z0-9._-]`` made ``-``."""
+        """``<env>__<method>__rr<ratio %g>__s<seed>[__b<branch_at>]``, characters not in ``[A-Za-z0-9._-]`` as -."""
         text = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in f"{self[0]}__{self[1]}")
-        return f"{text}__rr{self.replay_ratio:g}__s{self.seed}"
+        return f"{text}__rr{self.replay_ratio:g}__s{self.seed}" + (f"__b{self.branch_at}" if self.branch_at else "")
+
+    @property
+    def pretraining(self) -> RunSpec | None:
+        """The run this branch starts from, None for a pretraining or a run from scratch."""
+        return self._replace(method=PRE) if self.branch_at and self.method != PRE else None
 
 
-def build_grid(env_ids, methods, replay_ratios, seeds) -> list[RunSpec]:
-    """Every combination, seeds varying fastest. Raises ValueError when two cells share a run directory name."""
-    grid = [RunSpec(e, m, float(r), int(s)) for e in env_ids for m in methods for r in replay_ratios for s in seeds]
+def build_grid(env_ids, methods, replay_ratios, seeds, branch_at: int = 0) -> list[RunSpec]:
+    """Every combination, seeds varying fastest; with `branch_at`, each env id's pretrainings before its branches.
+    Raises ValueError when two cells share a run directory name."""
+    methods = [PRE, *methods] if branch_at else methods
+    grid = [RunSpec(e, m, float(r), int(s), branch_at) for e in env_ids for m in methods for r in replay_ratios
+            for s in seeds]  # fmt: skip
     clashes = sorted(n for n, c in collections.Counter(s.name for s in grid).items() if c > 1)
     if clashes:
         raise ValueError(f"grid cells share run directory names {clashes}; make the env ids / values distinct")
@@ -83,10 +103,17 @@ def build_grid(env_ids, methods, replay_ratios, seeds) -> list[RunSpec]:
 
 
 def agent_command(agent: Path, spec: RunSpec, run_dir: Path, threads: int, agent_args) -> list[str]:
-    """A run's argv: the grid flags, then the pass-through flags (`attempt` adds ``--resume RUN_DIR`` to resume)."""
-    return [sys.executable, str(agent), "--env-id", spec.env_id, "--seed", str(spec.seed), "--reset", spec.method,
-            "--replay-ratio", repr(spec.replay_ratio), "--run-dir", str(run_dir), "--threads", str(threads),
-            *agent_args]  # fmt: skip
+    """A run's argv: the grid flags, the pass-through flags, then a pretraining's length and ``--save-buffer`` or a
+    branch's source (`attempt` adds ``--resume RUN_DIR`` to resume)."""
+    cmd = [sys.executable, str(agent), "--env-id", spec.env_id, "--seed", str(spec.seed), "--reset",
+           "none" if spec.method == PRE else spec.method, "--replay-ratio", repr(spec.replay_ratio), "--run-dir",
+           str(run_dir), "--threads", str(threads), *agent_args]  # fmt: skip
+    if spec.method == PRE:  # after the pass-through flags, which give the branches' length: the last one wins
+        return [*cmd, "--total-timesteps", str(spec.branch_at), "--save-buffer"]
+    if spec.pretraining:
+        return [*cmd, "--branch-from", str(run_dir.parent / spec.pretraining.name)] + (
+            ["--reset-at-start"] if spec.method != "none" else [])  # fmt: skip
+    return cmd
 
 
 def run_state(run_dir: Path) -> str:
@@ -109,8 +136,11 @@ class RunFailed(Exception):
     """An attempt that failed in a way worth another (Ray retries a task on it through ``retry_exceptions``)."""
 
     def __init__(self, result: dict) -> None:
-        super().__init__(f"{result['status']}: {result['run']} (exit code {result['exit_code']})")
+        super().__init__(result)  # its only argument: unpickled (Ray's driver) as RunFailed(result)
         self.result = result
+
+    def __str__(self) -> str:
+        return f"{self.result['status']}: {self.result['run']} (exit code {self.result['exit_code']})"
 
 
 def record(out: Path, **fields) -> dict:
@@ -147,18 +177,25 @@ def stop(proc: subprocess.Popen, grace: float) -> int:
         return proc.wait()
 
 
-def attempt(name: str, cmd: list[str], out: str, timeout: float | None, grace: float) -> dict:
+def attempt(name: str, cmd: list[str], out: str, timeout: float | None, grace: float, after=None) -> dict:
     """One attempt of run `name` (directory ``out/name``, fresh-run argv `cmd`), start to end; a Ray task's body.
+    `after`: the result of the run it branches from; unless that finished, nothing starts and the run is ``failed``.
 
     Returns:
-        ``{run, status, exit_code, seconds, error}``, status ``finished``, ``failed`` (exit code 2), ``interrupted``
-        (the runner is stopping) or ``busy`` (another process holds the run).
+        ``{run, status, exit_code, seconds, error}`` (``after``: the pretraining's name), status ``finished``,
+        ``failed`` (exit code 2, or no finished pretraining), ``interrupted`` (the runner is stopping) or ``busy``
+        (another process holds the run).
 
     Raises:
         RunFailed: any other failure or a timeout. KeyboardInterrupt (``ray.cancel``): after stopping the agent.
     """
     out, start = Path(out), time.time()
     run_dir, result = out / name, {"run": name, "status": "interrupted", "exit_code": None, "error": None}
+    if after is not None:
+        result["after"] = after["run"]
+        if after["status"] != "finished":
+            error = f"not started: its pretraining {after['run']} did not finish ({after['status']})"
+            return record(out, event="end", **{**result, "status": "failed", "error": error})
     with open(out / "logs" / f"{name}.log", "ab") as log:
         if not hold_lock(log, grace):
             return record(out, event="end", **{**result, "status": "busy", "error": f"{log.name} is locked: it runs"})
@@ -167,7 +204,9 @@ def attempt(name: str, cmd: list[str], out: str, timeout: float | None, grace: f
             return {**result, "status": "finished", "exit_code": 0} if state == "finished" else result
         if state == "new" and run_dir.exists():
             shutil.rmtree(run_dir)
-        cmd = cmd + ["--resume", str(run_dir)] if state == "resumable" else cmd
+        if state == "resumable":  # a branch resumes as the run in its directory; the agent takes one of the two
+            cut = cmd.index("--branch-from") if "--branch-from" in cmd else len(cmd)
+            cmd = [*cmd[:cut], *cmd[cut + 2 :], "--resume", str(run_dir)]
         log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} {socket.gethostname()}: {' '.join(cmd)}\n".encode())
         log.flush()
         offset = log.tell()
@@ -176,7 +215,8 @@ def attempt(name: str, cmd: list[str], out: str, timeout: float | None, grace: f
         RUNNING[name] = proc
         if STOPPING["now"]:  # interrupted while starting it, perhaps after the runner signalled RUNNING: stop it here
             os.killpg(proc.pid, signal.SIGTERM)
-        record(out, run=name, event="start", pid=proc.pid, host=socket.gethostname(), command=cmd)
+        record(out, run=name, event="start", pid=proc.pid, host=socket.gethostname(), command=cmd,
+               **({"after": after["run"]} if after else {}))  # fmt: skip
         timed_out = False
         try:
             code = proc.wait(timeout=timeout)
@@ -209,12 +249,22 @@ def run_with_retries(retries: int, *args) -> dict:
             print(f"retry {retries - left + 1}/{retries} of {err.result['run']}", flush=True)
 
 
-def run_local(tasks: list[tuple], cfg: argparse.Namespace) -> list[dict]:
-    """Up to ``--workers`` agents at once, `run_with_retries` in a thread each; on Ctrl-C stop them all."""
-    pool = ThreadPoolExecutor(max_workers=cfg.workers)
-    futures = [pool.submit(run_with_retries, cfg.max_retries, *task) for task in tasks]
+def dependency(name: str, after: dict[str, str], results: dict):
+    """What run `name` waits for: None, or its pretraining's result (a Ray ObjectRef of it), or, for one that is not
+    among `results` (it finished before this sweep), ``{run, status: finished}``."""
+    return None if name not in after else results.get(after[name], {"run": after[name], "status": "finished"})
+
+
+def run_local(tasks: list[tuple], cfg: argparse.Namespace, after: dict[str, str]) -> list[dict]:
+    """Up to ``--workers`` agents at once, `run_with_retries` in a thread each: first the runs that depend on none,
+    then those that branch from one (`after`: run -> pretraining), given its result; on Ctrl-C stop them all."""
+    pool, results, futures = ThreadPoolExecutor(max_workers=cfg.workers), {}, {}
     try:
-        return [future.result() for future in futures]
+        for wave in ([t for t in tasks if t[0] not in after], [t for t in tasks if t[0] in after]):
+            futures = {t[0]: pool.submit(run_with_retries, cfg.max_retries, *t, dependency(t[0], after, results))
+                       for t in wave}  # fmt: skip
+            results |= {name: future.result() for name, future in futures.items()}
+        return list(results.values())
     except KeyboardInterrupt:
         STOPPING["now"] = True
         print(f"stopping {len(RUNNING)} agent(s): SIGTERM, SIGKILL after {cfg.stop_grace:g} s", flush=True)
@@ -223,15 +273,16 @@ def run_local(tasks: list[tuple], cfg: argparse.Namespace) -> list[dict]:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, sig)
             with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: SIGKILL now
-                wait(futures, timeout=cfg.stop_grace if sig == signal.SIGTERM else None)
+                wait(futures.values(), timeout=cfg.stop_grace if sig == signal.SIGTERM else None)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def run_ray(tasks: list[tuple], cfg: argparse.Namespace) -> list[dict]:
-    """One Ray task per run (``num_cpus`` = ``--threads``), retried by Ray; on Ctrl-C the tasks are cancelled, which
-    raises KeyboardInterrupt in each and stops its agent."""
+def run_ray(tasks: list[tuple], cfg: argparse.Namespace, after: dict[str, str]) -> list[dict]:
+    """One Ray task per run (``num_cpus`` = ``--threads``), retried by Ray; a branch's task takes its pretraining's
+    ObjectRef (`tasks` lists pretrainings first); on Ctrl-C the tasks are cancelled, which raises KeyboardInterrupt in
+    each and stops its agent."""
     import ray
 
     if __name__ != "__main__":  # imported under another name (tests): Ray's workers could not import it by name
@@ -242,20 +293,24 @@ def run_ray(tasks: list[tuple], cfg: argparse.Namespace) -> list[dict]:
         ray.init(num_cpus=cfg.workers * cfg.threads if cfg.workers else None, include_dashboard=False)
     remote = ray.remote(num_cpus=cfg.threads, num_gpus=cfg.gpus_per_run, max_retries=cfg.max_retries,
                         retry_exceptions=[RunFailed])(attempt)  # fmt: skip
-    refs, results = [remote.remote(*task) for task in tasks], []
+    refs, results = {}, []
+    for task in tasks:
+        refs[task[0]] = remote.remote(*task, dependency(task[0], after, refs))
     try:
-        for ref, (name, *_) in zip(refs, tasks):
+        for (name, *args), ref in zip(tasks, refs.values()):
             try:
                 results.append(ray.get(ref))
             except ray.exceptions.RayError as err:  # retries spent (RunFailed), or a task Ray could not run
                 cause = getattr(err, "cause", None)
                 failed = {"run": name, "status": "failed", "exit_code": None, "error": str(err).strip()[-500:]}
-                results.append(cause.result if isinstance(cause, RunFailed) else failed)
+                if isinstance(cause, RunFailed):  # its own, or its pretraining's (then it never ran: say so)
+                    failed = cause.result if cause.result["run"] == name else attempt(name, *args, after=cause.result)
+                results.append(failed)
         return results
     except KeyboardInterrupt:
-        for ref in refs:
+        for ref in refs.values():
             ray.cancel(ref)
-        ray.wait(refs, num_returns=len(refs), timeout=cfg.stop_grace + 10)
+        ray.wait(list(refs.values()), num_returns=len(refs), timeout=cfg.stop_grace + 10)
         raise
     finally:
         ray.shutdown()
@@ -282,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-retries", type=int, default=1, help="extra attempts of a failed run (default 1)")
     add("--run-timeout", type=float, help="seconds after which a run is stopped (default: none)")
     add("--stop-grace", type=float, default=30.0, help="seconds from SIGTERM to SIGKILL (30)")
+    add("--branch-at", type=int, help="env step of the branch point: per (env id, replay ratio, seed) a pretraining "
+        "to it, then a branch per method from its checkpoint (default: no branches)")  # fmt: skip
     add("--dry-run", action="store_true", help="print the grid and each run's command, run nothing")
     return parser
 
@@ -303,7 +360,13 @@ def resolve(argv, parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, 
     for token in cfg.agent_args:
         if token.split("=", 1)[0].replace("_", "-") in GRID_FLAGS:
             parser.error(f"agent flag {token!r} is set by the sweep; use --env-ids, --seeds, --methods, "
-                         "--replay-ratios, --out, --threads")  # fmt: skip
+                         "--replay-ratios, --out, --threads, --branch-at")  # fmt: skip
+    if cfg.branch_at is not None:  # the agent flags' last --total-timesteps is the branches' length
+        pairs = [a.split("=", 1) if "=" in a else [a, b] for a, b in zip(cfg.agent_args, (*cfg.agent_args[1:], ""))]
+        total = dict(pairs).get("--total-timesteps", "none")
+        if not (total.isdigit() and int(total) > cfg.branch_at):
+            parser.error(f"argument --branch-at: {cfg.branch_at} needs the branches' --total-timesteps above it "
+                         f"(agent flags, after --); they give {total}")  # fmt: skip
     if cfg.backend == "ray" and not cfg.dry_run:
         try:
             import ray  # noqa: F401
@@ -322,7 +385,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     cfg, agent = resolve(argv, parser)
     try:
-        grid = build_grid(cfg.env_ids, cfg.methods, cfg.replay_ratios, cfg.seeds)
+        grid = build_grid(cfg.env_ids, cfg.methods, cfg.replay_ratios, cfg.seeds, cfg.branch_at or 0)
     except ValueError as err:
         parser.error(str(err))
     states = {spec.name: run_state(cfg.out / spec.name) for spec in grid}
@@ -338,9 +401,10 @@ def main(argv=None) -> int:
     (cfg.out / "logs").mkdir(parents=True, exist_ok=True)
     os.environ["OMP_NUM_THREADS"] = str(cfg.threads)  # inherited by the agents (and a local Ray cluster's workers)
     tasks = [(name, commands[name], str(cfg.out), cfg.run_timeout, cfg.stop_grace) for name in todo]
+    after = {s.name: s.pretraining.name for s in grid if s.pretraining}
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the sweep as Ctrl-C does
     try:
-        results = run_ray(tasks, cfg) if cfg.backend == "ray" and tasks else run_local(tasks, cfg)
+        results = run_ray(tasks, cfg, after) if cfg.backend == "ray" and tasks else run_local(tasks, cfg, after)
     except KeyboardInterrupt:
         print(f"interrupted; run the same command again to resume (log {cfg.out / 'attempts.jsonl'})", flush=True)
         return 130

@@ -4,11 +4,15 @@
     python scripts/aggregate.py runs/a runs/b --out results --metric charts/episodic_return --last-k 10
     python scripts/aggregate.py runs/health_8k --health            # memory and time per env step after the buffer fills
 
-A run directory holds the agent's ``config.json`` (``env_id``, ``reset``, ``replay_ratio``, ``seed``) and its
-``scalars.csv`` (``tag,step,value``, step = env steps), or else tensorboard event files (``EventAccumulator``, which
-drops what a resumed run purged). Outputs, in ``--out`` (default ``FIRST_ROOT/aggregate``):
-- ``scalars.csv`` (and ``.parquet`` with pyarrow): ``run, env_id, game, method, replay_ratio, seed, tag, step, value``;
-  ``runs.csv``: one row per run; ``resets.csv``: their ``resets.jsonl``.
+A run directory holds the agent's ``config.json`` (``env_id``, ``reset``, ``replay_ratio``, ``seed``; a branch's
+``history[0]`` names its source checkpoint and env step) and its ``scalars.csv`` (``tag,step,value``, step = env
+steps), or else tensorboard event files (``EventAccumulator``, which drops what a resumed run purged). Branches
+(``--branch-from``) line up at their branch point: ``branch_step`` is the env step a branch started from, for the run
+it started from (method ``pretraining``, not scored) the step its branches start from, else 0. Outputs, in ``--out``
+(default ``FIRST_ROOT/aggregate``):
+- ``scalars.csv`` (and ``.parquet`` with pyarrow): ``run, env_id, game, method, replay_ratio, seed, branch_step, tag,
+  step, value, since_branch`` (= step − branch_step); ``runs.csv``: one row per run (its ``source`` run, ``end_step``);
+  ``resets.csv``: their ``resets.jsonl``.
 - ``scores.csv``: per run, ``final`` = mean of the last K points of ``--metric``, ``auc`` = trapezoid over env steps /
   step span, and for Atari ``final_hns``, ``auc_hns``: HNS = (score − random) / (human − random), references from
   ``scripts/atari_scores.csv`` (google-deepmind/dqn_zoo@45061f4 ``dqn_zoo/atari_data.py``).
@@ -16,8 +20,12 @@ drops what a resumed run purged). Outputs, in ``--out`` (default ``FIRST_ROOT/ag
   with stratified-bootstrap intervals (rliable; Agarwal et al. 2021, NeurIPS). Suites: all Atari runs form
   ``atari-hns`` (tasks = games, HNS, gap threshold ``--gap-threshold``); any other env id is its own suite on the raw
   return (``--raw-gap-threshold``).
-- ``curves.csv``: per (env id, method, replay ratio, tag) and env step, the IQM over seeds with its interval, for the
-  return tags and `PLASTICITY_KEYS`; ``profiles.csv``: performance profiles (rliable ``create_performance_profile``).
+- ``curves.csv``: per (env id, method, replay ratio, branch step, tag) and env step, the IQM over seeds with its
+  interval, for the return tags and `PLASTICITY_KEYS`; ``profiles.csv``: performance profiles (rliable
+  ``create_performance_profile``).
+- With branches, ``windows.csv``: per branch the mean of ``--window-metric`` (game return) over `WINDOWS` around its
+  branch point (`window_scores`), and ``window_aggregates.csv``: their IQM, median, mean and optimality gap per (suite,
+  method, replay ratio, branch step) with stratified-bootstrap intervals, as for ``aggregates.csv``.
 
 ``--health``: `health` of every run instead (``health.csv``; exit code 1 unless every verdict is flat).
 """
@@ -41,9 +49,13 @@ import scipy.stats
 
 SCORES_CSV = Path(__file__).resolve().parent / "atari_scores.csv"
 ATARI_SUITE = "atari-hns"
-CONFIG_COLUMNS = ["run", "env_id", "game", "method", "replay_ratio", "seed"]
+CONFIG_COLUMNS = ["run", "env_id", "game", "method", "replay_ratio", "seed", "branch_step"]
 STATISTICS = ("iqm", "median", "mean", "optimality_gap")
 SCORE_KINDS = ("final", "auc")
+PRETRAINING = "pretraining"  # the method of a run that loaded branches start from
+# Env steps of the windows around a branch point (`window_scores`): the source run's last, the branch's first, its last.
+WINDOWS = {"pre": 10_000, "early": 5_000, "last": 10_000}
+BRANCH_KEYS = ("suite", "method", "replay_ratio", "branch_step")
 RETURN_TAGS = ("eval/episodic_return", "charts/episodic_return")
 # Plasticity curves, by the last component of the tag (``plasticity/<key>`` or ``plasticity/<network>/<key>``).
 PLASTICITY_KEYS = ("dfi_mean", "dfi_normalized_mean", "dormant_ratio", "dormant", "srank")
@@ -102,8 +114,9 @@ def read_scalars(run_dir: str | Path) -> pd.DataFrame:
 
 
 def read_run_config(run_dir: str | Path) -> dict:
-    """``env_id``, ``method`` (the agent's ``reset``), ``replay_ratio`` and ``seed`` from the run's ``config.json``,
-    plus the whole file under ``config``.
+    """``env_id``, ``method`` (the agent's ``reset``), ``replay_ratio`` and ``seed`` from the run's ``config.json``;
+    for a branch (``history[0]`` of mode ``branch``) ``branch_step`` (its source checkpoint's env step, else 0) and
+    ``source`` (the directory of that checkpoint, else None); the whole file under ``config``.
 
     Raises:
         ValueError: a key is missing (the message names the run directory and the keys).
@@ -111,8 +124,12 @@ def read_run_config(run_dir: str | Path) -> dict:
     config = json.loads((Path(run_dir) / "config.json").read_text())
     if missing := [key for key in ("env_id", "reset", "replay_ratio", "seed") if config.get(key) is None]:
         raise ValueError(f"run directory {run_dir}: config.json has no {missing}")
+    first = (config.get("history") or [{}])[0]
+    source = first.get("source") if first.get("mode") == "branch" else None
     return {"env_id": str(config["env_id"]), "method": str(config["reset"]),
-            "replay_ratio": float(config["replay_ratio"]), "seed": int(config["seed"]), "config": config}  # fmt: skip
+            "replay_ratio": float(config["replay_ratio"]), "seed": int(config["seed"]),
+            "branch_step": int(source["env_step"]) if source else 0,
+            "source": Path(source["path"]).parent.resolve() if source else None, "config": config}  # fmt: skip
 
 
 def read_resets(run_dir: str | Path) -> pd.DataFrame:
@@ -128,9 +145,12 @@ def load_runs(roots: Sequence[str | Path], table: pd.DataFrame | None = None):
     """Read every run under `roots` (every directory with a ``config.json`` and scalars, the roots included).
 
     Returns:
-        ``(scalars, runs, resets)``: ``CONFIG_COLUMNS + [tag, step, value]``, one row per run (``CONFIG_COLUMNS +
-        [run_dir]``), ``CONFIG_COLUMNS + [global_step, update_step, reset_method]``. ``run`` is the directory relative
-        to its root; ``game`` is the Atari game or "".
+        ``(scalars, runs, resets)``: ``CONFIG_COLUMNS + [tag, step, value, since_branch]``, one row per run
+        (``CONFIG_COLUMNS + [source, end_step, run_dir]``), ``CONFIG_COLUMNS + [global_step, update_step,
+        reset_method]``. ``run`` is the directory relative to its root; ``game`` is the Atari game or ""; a run that
+        loaded branches start from has method `PRETRAINING` and their branch step; ``source`` is the run a branch
+        started from (its directory when not under `roots`), else ""; ``end_step`` is ``result.json``'s env step, or
+        else the last logged one.
 
     Raises:
         ValueError: no run directory under `roots`, or a run without its configuration.
@@ -144,13 +164,27 @@ def load_runs(roots: Sequence[str | Path], table: pd.DataFrame | None = None):
     names = [str(next((d.relative_to(r) for r in roots if d.is_relative_to(r) and d != r), d.name)) for d in run_dirs]
     if len(set(names)) < len(names):
         names = [str(d) for d in run_dirs]
-    scalars, runs, resets = [], [], []
+    configs, scalars, runs, resets = {d: read_run_config(d) for d in run_dirs}, [], [], []
+    branch_steps = {}  # source run directory -> the branch steps of its loaded branches
+    for cfg in configs.values():
+        if cfg["source"] is not None:
+            branch_steps.setdefault(cfg["source"], set()).add(cfg["branch_step"])
     for name, run_dir in zip(names, run_dirs):
-        cfg = read_run_config(run_dir)
+        cfg = configs[run_dir]
         config = {"run": name, "env_id": cfg["env_id"], "game": atari_game(cfg["env_id"], table) or ""}
-        config |= {key: cfg[key] for key in ("method", "replay_ratio", "seed")}
-        runs.append({**config, "run_dir": str(run_dir)})
-        scalars.append(read_scalars(run_dir).assign(**config)[[*CONFIG_COLUMNS, "tag", "step", "value"]])
+        config |= {key: cfg[key] for key in ("method", "replay_ratio", "seed", "branch_step")}
+        if run_dir in branch_steps:  # one step, its checkpoint's; the latest, should it have run on after a branch
+            config |= {"method": PRETRAINING, "branch_step": max(branch_steps[run_dir])}
+        frame = read_scalars(run_dir).assign(**config)
+        frame = frame.assign(since_branch=frame["step"] - config["branch_step"])
+        try:
+            end = int(json.loads((run_dir / "result.json").read_text())["global_step"])
+        except (OSError, ValueError, KeyError):
+            end = int(frame["step"].max()) if len(frame) else 0
+        source = cfg["source"]
+        source = "" if source is None else names[run_dirs.index(source)] if source in run_dirs else str(source)
+        runs.append({**config, "source": source, "end_step": end, "run_dir": str(run_dir)})
+        scalars.append(frame[[*CONFIG_COLUMNS, "tag", "step", "value", "since_branch"]])
         events = read_resets(run_dir)
         resets.append(events.assign(**config)[[*CONFIG_COLUMNS, *events.columns]])
     return pd.concat(scalars, ignore_index=True), pd.DataFrame(runs), pd.concat(resets, ignore_index=True)
@@ -179,7 +213,8 @@ def auc_score(steps, values) -> float:
 
 
 def run_scores(scalars: pd.DataFrame, metric: str, last_k: int, table: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per-run ``final`` and ``auc`` of `metric` (`final_score`, `auc_score`), human-normalized for Atari games.
+    """Per-run ``final`` and ``auc`` of `metric` (`final_score`, `auc_score`), human-normalized for Atari games; runs
+    of method `PRETRAINING` are left out (their branches are the runs compared).
 
     Returns:
         One row per run that logged `metric`: ``CONFIG_COLUMNS + [suite, n_points, last_step, final, auc, final_hns,
@@ -189,7 +224,7 @@ def run_scores(scalars: pd.DataFrame, metric: str, last_k: int, table: pd.DataFr
         ValueError: no run logged `metric` (the message lists the tags that exist).
     """
     refs = (load_score_table() if table is None else table).set_index("game")
-    selected = scalars[scalars["tag"] == metric]
+    selected = scalars[(scalars["tag"] == metric) & (scalars["method"] != PRETRAINING)]
     if selected.empty:
         raise ValueError(f"metric {metric!r} is logged by no run; tags present: {sorted(scalars['tag'].unique())}")
     rows = []
@@ -206,6 +241,38 @@ def run_scores(scalars: pd.DataFrame, metric: str, last_k: int, table: pd.DataFr
     if len(short := scores[scores["n_points"] < last_k]):
         warnings.warn(f"{len(short)} run(s) have fewer than --last-k={last_k} points of {metric!r} (fewest: "
                       f"{short['n_points'].min()}); their final score averages all points", stacklevel=2)  # fmt: skip
+    return scores
+
+
+def window_scores(scalars: pd.DataFrame, runs: pd.DataFrame, metric: str, windows=None, table=None) -> pd.DataFrame:
+    """Per branch (``branch_step`` b > 0, not `PRETRAINING`), the mean of `metric` over windows of env steps: ``pre``
+    over (b − w, b] of its source run, ``early`` over (b, b + w], ``last`` over (e − w, e] with e its ``end_step``
+    (w: `windows`' value, default `WINDOWS`); NaN, with a warning, where no point falls in a window.
+
+    Returns:
+        ``CONFIG_COLUMNS + [suite, source, end_step]`` and, per window ``<w>``, ``<w>`` (mean), ``n_<w>`` (points) and
+        ``<w>_hns`` (NaN outside Atari).
+    """
+    windows, refs = windows or WINDOWS, (load_score_table() if table is None else table).set_index("game")
+    values, rows = scalars[scalars["tag"] == metric], []
+    for run in runs[(runs["branch_step"] > 0) & (runs["method"] != PRETRAINING)].to_dict("records"):
+        b, end, ref = run["branch_step"], run["end_step"], refs.loc[run["game"]] if run["game"] else None
+        own, source = values[values["run"] == run["run"]], values[values["run"] == run["source"]]
+        spans = {"pre": (source, b - windows["pre"], b), "early": (own, b, b + windows["early"]),
+                 "last": (own, end - windows["last"], end)}  # fmt: skip
+        row = {key: run[key] for key in [*CONFIG_COLUMNS, "source", "end_step"]}
+        row["suite"] = ATARI_SUITE if run["game"] else run["env_id"]
+        for window, (frame, low, high) in spans.items():
+            points = frame.loc[(frame["step"] > low) & (frame["step"] <= high), "value"]
+            mean = float(points.mean()) if len(points) else math.nan
+            hns = human_normalized(mean, ref["random"], ref["human"]) if ref is not None else math.nan
+            row |= {window: mean, f"n_{window}": len(points), f"{window}_hns": hns}
+        rows.append(row)
+    scores = pd.DataFrame(rows)
+    for window in WINDOWS if rows else ():
+        if len(empty := scores.loc[scores[f"n_{window}"] == 0, "run"]):
+            warnings.warn(f"{len(empty)} branch(es) logged no {metric!r} in window {window!r} "
+                          f"({windows[window]} env steps): {list(empty)[:5]}", stacklevel=2)  # fmt: skip
     return scores
 
 
@@ -256,22 +323,22 @@ def rliable_estimates(matrix, gap_threshold: float | None, reps: int, confidence
     return np.asarray(point["x"], dtype=np.float64), np.asarray(interval["x"], dtype=np.float64)
 
 
-def aggregate_scores(scores, reps=2_000, confidence=0.95, seed=0, gap_threshold=1.0, raw_gap_threshold=None):
-    """`rliable_estimates` per (suite, method, replay ratio) and score kind: ``atari-hns`` on ``final_hns`` /
-    ``auc_hns`` over games with `gap_threshold`, every other suite on its raw ``final`` / ``auc`` with
-    `raw_gap_threshold`. Columns: ``suite, method, replay_ratio, score, statistic, estimate, ci_low, ci_high, n_runs,
-    n_tasks, confidence``."""
+def aggregate_scores(scores, reps=2_000, confidence=0.95, seed=0, gap_threshold=1.0, raw_gap_threshold=None,
+                     kinds=SCORE_KINDS, keys=("suite", "method", "replay_ratio")):  # fmt: skip
+    """`rliable_estimates` per `keys` (suite first) and score kind (`kinds`: `SCORE_KINDS`, or `WINDOWS` of
+    `window_scores` with ``branch_step`` among the keys): ``atari-hns`` on ``<kind>_hns`` over games with
+    `gap_threshold`, every other suite on its raw ``<kind>`` with `raw_gap_threshold`. Columns: ``*keys, score,
+    statistic, estimate, ci_low, ci_high, n_runs, n_tasks, confidence``."""
     rows = []
-    for (suite, method, replay_ratio), group in scores.groupby(["suite", "method", "replay_ratio"], sort=True):
-        hns = suite == ATARI_SUITE
-        for kind in SCORE_KINDS:
+    for values, group in scores.groupby(list(keys), sort=True):
+        hns = values[0] == ATARI_SUITE
+        for kind in kinds:
             matrix, tasks = score_matrix(group, f"{kind}_hns" if hns else kind)
             gap = gap_threshold if hns else raw_gap_threshold
             point, interval = rliable_estimates(matrix, gap, reps, confidence, seed)
-            rows += [{"suite": suite, "method": method, "replay_ratio": replay_ratio, "score": kind, "statistic": s,
-                      "estimate": point[i], "ci_low": interval[0, i], "ci_high": interval[1, i],
-                      "n_runs": matrix.shape[0], "n_tasks": len(tasks), "confidence": confidence}
-                     for i, s in enumerate(STATISTICS)]  # fmt: skip
+            rows += [{**dict(zip(keys, values)), "score": kind, "statistic": s, "estimate": point[i],
+                      "ci_low": interval[0, i], "ci_high": interval[1, i], "n_runs": matrix.shape[0],
+                      "n_tasks": len(tasks), "confidence": confidence} for i, s in enumerate(STATISTICS)]  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -298,13 +365,13 @@ def align_runs(runs: pd.DataFrame, points: int) -> tuple[np.ndarray, np.ndarray]
 
 def curves(scalars: pd.DataFrame, reps=500, confidence=0.95, seed=0, points=100) -> pd.DataFrame:
     """Sample-efficiency curves (Agarwal et al. 2021, Fig. 9) of `RETURN_TAGS` and the plasticity tags whose last
-    component is in `PLASTICITY_KEYS`: per (env id, method, replay ratio, tag) the IQM over seeds at each step of
-    `align_runs` with its stratified-bootstrap interval (``rliable.library.get_interval_estimates``; the IQM is
+    component is in `PLASTICITY_KEYS`: per (env id, method, replay ratio, branch step, tag) the IQM over seeds at each
+    step of `align_runs` with its stratified-bootstrap interval (``rliable.library.get_interval_estimates``; the IQM is
     ``rliable.metrics.aggregate_iqm``'s ``scipy.stats.trim_mean(·, 0.25)``, for all steps at once).
 
     Returns:
-        ``env_id, method, replay_ratio, tag, step, estimate, ci_low, ci_high, n_runs``; groups that cannot be aligned
-        are left out with a warning.
+        ``env_id, method, replay_ratio, branch_step, tag, step, estimate, ci_low, ci_high, n_runs``; groups that cannot
+        be aligned are left out with a warning.
     """
     from rliable import library
 
@@ -315,8 +382,8 @@ def curves(scalars: pd.DataFrame, reps=500, confidence=0.95, seed=0, points=100)
     wanted = tags.isin(RETURN_TAGS) | (
         tags.str.startswith("plasticity/") & tags.str.split("/").str[-1].isin(PLASTICITY_KEYS)
     )
-    frames, keys = [], ["env_id", "method", "replay_ratio", "tag"]
-    for (env_id, method, rr, tag), group in scalars[wanted].groupby(keys, sort=True):
+    frames, keys = [], ["env_id", "method", "replay_ratio", "branch_step", "tag"]
+    for (env_id, method, rr, branch_step, tag), group in scalars[wanted].groupby(keys, sort=True):
         try:
             steps, matrix = align_runs(group, points)
         except ValueError as err:
@@ -325,9 +392,9 @@ def curves(scalars: pd.DataFrame, reps=500, confidence=0.95, seed=0, points=100)
         with seeded(seed) as state:
             options = {"reps": reps, "confidence_interval_size": confidence, "random_state": state}
             point, interval = library.get_interval_estimates({"x": matrix[:, None, :]}, iqm_per_step, **options)
-        frames.append(pd.DataFrame({"env_id": env_id, "method": method, "replay_ratio": rr, "tag": tag, "step": steps,
-                                    "estimate": point["x"], "ci_low": interval["x"][0], "ci_high": interval["x"][1],
-                                    "n_runs": matrix.shape[0]}))  # fmt: skip
+        frames.append(pd.DataFrame({"env_id": env_id, "method": method, "replay_ratio": rr, "branch_step": branch_step,
+                                    "tag": tag, "step": steps, "estimate": point["x"], "ci_low": interval["x"][0],
+                                    "ci_high": interval["x"][1], "n_runs": matrix.shape[0]}))  # fmt: skip
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*keys, "step", "estimate"])
 
 
@@ -404,28 +471,38 @@ def health(scalars: pd.DataFrame, full_step: int, rss_pct: float = 5.0, time_pct
 
 
 # ----------------------------------------------------------------------------------------------------------- summary
-def markdown_summary(aggregates: pd.DataFrame, metric: str, last_k: int, reps: int) -> str:
-    """A Markdown table per suite and score kind: rows (method, replay ratio), cells ``estimate [low, high]``."""
+def markdown_summary(aggregates: pd.DataFrame, metric: str, last_k: int, reps: int, windows=None, note="") -> str:
+    """A Markdown table per suite and score kind: rows (method, replay ratio), cells ``estimate [low, high]``; then,
+    given `windows` (`aggregate_scores` of `window_scores`, described by `note`), one per suite, branch step and
+    window."""
 
     def fmt(x: float) -> str:
         return "–" if not np.isfinite(x) else f"{x:.3f}" if abs(x) < 100 else f"{x:.1f}"
+
+    def tables(frame: pd.DataFrame, keys: list[str]) -> list[str]:
+        lines, header = [], ["method", "replay ratio", "runs × tasks", *STATISTICS]
+        for key, block in frame.groupby(keys, sort=False):
+            unit = "human-normalized score" if key[0] == ATARI_SUITE else "return"
+            where = f", branch at env step {key[1]:,}" if len(key) == 3 else ""
+            lines += [f"## {key[0]}: {key[-1]} ({unit}{where})", "", "| " + " | ".join(header) + " |",
+                      "|" + "---|" * len(header)]  # fmt: skip
+            for (method, rr), rows in block.groupby(["method", "replay_ratio"], sort=True):
+                rows = rows.set_index("statistic")
+                cells = [f"{fmt(rows.loc[s, 'estimate'])} [{fmt(rows.loc[s, 'ci_low'])}, "
+                         f"{fmt(rows.loc[s, 'ci_high'])}]" for s in STATISTICS]  # fmt: skip
+                shape = f"{int(rows['n_runs'].iloc[0])} × {int(rows['n_tasks'].iloc[0])}"
+                lines.append("| " + " | ".join([str(method), f"{rr:g}", shape, *cells]) + " |")
+            lines.append("")
+        return lines
 
     lines = ["# Aggregate scores", "",
              f"Metric `{metric}`; final = mean of its last {last_k} points; AUC = trapezoid over env steps / span.",
              f"Intervals: {round(100 * aggregates['confidence'].iloc[0])}% stratified bootstrap (rliable, percentile, "
              f"{reps} reps). Atari: human-normalized score, references from the DQN Zoo table "
              "(google-deepmind/dqn_zoo@45061f4 dqn_zoo/atari_data.py).", ""]  # fmt: skip
-    header = ["method", "replay ratio", "runs × tasks", *STATISTICS]
-    for (suite, kind), block in aggregates.groupby(["suite", "score"], sort=False):
-        unit = "human-normalized score" if suite == ATARI_SUITE else "return"
-        lines += [f"## {suite}: {kind} ({unit})", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for (method, rr), rows in block.groupby(["method", "replay_ratio"], sort=True):
-            rows = rows.set_index("statistic")
-            cells = [f"{fmt(rows.loc[s, 'estimate'])} [{fmt(rows.loc[s, 'ci_low'])}, {fmt(rows.loc[s, 'ci_high'])}]"
-                     for s in STATISTICS]  # fmt: skip
-            shape = f"{int(rows['n_runs'].iloc[0])} × {int(rows['n_tasks'].iloc[0])}"
-            lines.append("| " + " | ".join([str(method), f"{rr:g}", shape, *cells]) + " |")
-        lines.append("")
+    lines += tables(aggregates, ["suite", "score"])
+    if windows is not None and len(windows):
+        lines += ["# Branches", "", note, "", *tables(windows, ["suite", "branch_step", "score"])]
     return "\n".join(lines)
 
 
@@ -446,12 +523,17 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse
     add("--gap-threshold", type=float, default=1.0, help="optimality-gap threshold on HNS (1.0)")
     add("--raw-gap-threshold", type=float, default=None, help="optimality-gap threshold on raw returns (none: no gap)")
     add("--scores", type=Path, default=SCORES_CSV, help="Atari reference table (CSV)")
+    add("--window-metric", default="charts/episodic_return", help="branches: scalar tag of the windows (game return)")
+    for window, what in (("pre", "before the branch point (source run)"), ("early", "after it"), ("last", "the end")):
+        add(f"--window-{window}", type=int, default=WINDOWS[window],
+            help=f"branches: env steps of the window {what} (default {WINDOWS[window]})")  # fmt: skip
     add("--health", action="store_true", help="check each run's memory and time per env step instead (see `health`)")
     add("--rss-threshold-pct", type=float, default=5.0, help="--health: memory change over the run counted flat")
     add("--time-threshold-pct", type=float, default=10.0, help="--health: time change over the run counted flat")
     args = parser.parse_args(argv)
     bad = [f"roots: {str(r)!r} is not a directory" for r in args.roots if not r.is_dir()]
-    for name, low in (("last_k", 1), ("reps", 1), ("curve_reps", 1), ("points", 2)):
+    lows = {"last_k": 1, "reps": 1, "curve_reps": 1, "points": 2, **{f"window_{w}": 1 for w in WINDOWS}}
+    for name, low in lows.items():
         if (value := getattr(args, name)) < low:
             bad.append(f"--{name.replace('_', '-')}: {value} is invalid; allowed: >= {low}")
     if not 0.0 < args.confidence < 1.0:
@@ -497,11 +579,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     tables = {"scalars": scalars, "runs": runs, "resets": resets, "scores": scores, "aggregates": aggregates,
               "curves": curves(scalars, args.curve_reps, points=args.points, **bootstrap),
               "profiles": profiles(scores, args.reps, **bootstrap)}  # fmt: skip
+    spans = {w: getattr(args, f"window_{w}") for w in WINDOWS}
+    note = (f"Mean `{args.window_metric}` per branch over {spans['pre']:,} env steps before the branch point (its "
+            f"pretraining), the first {spans['early']:,} after it and the last {spans['last']:,}.")  # fmt: skip
+    if ((runs["branch_step"] > 0) & (runs["method"] != PRETRAINING)).any():
+        tables["windows"] = window_scores(scalars, runs, args.window_metric, spans, table)
+        tables["window_aggregates"] = aggregate_scores(tables["windows"], args.reps, **gaps, **bootstrap,
+                                                       kinds=tuple(WINDOWS), keys=BRANCH_KEYS)  # fmt: skip
     for name, frame in tables.items():
         frame.to_csv(out / f"{name}.csv", index=False)
     with contextlib.suppress(ImportError):  # pandas writes parquet only with pyarrow (or fastparquet) installed
         scalars.to_parquet(out / "scalars.parquet", index=False)
-    summary = markdown_summary(aggregates, args.metric, args.last_k, args.reps)
+    summary = markdown_summary(aggregates, args.metric, args.last_k, args.reps, tables.get("window_aggregates"), note)
     (out / "summary.md").write_text(summary)
     print(f"{len(runs)} runs, {len(scalars)} scalar rows -> {out}: {', '.join(tables)} (.csv), summary.md\n{summary}")
     return 0

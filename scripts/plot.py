@@ -8,6 +8,9 @@
   colour at its reset events (``resets.csv``, env steps).
 - ``plasticity_<env>``: the same for the plasticity tags (DfI, dormant ratio, srank; one panel per network for SAC),
   rows = replay ratios.
+- ``branches_<env>``: with branches (``--branch-from``; ``branch_step`` > 0 in ``curves.csv``), their learning curves
+  aligned at the branch point, a panel per (replay ratio, branch step): x = env steps since the branch point, the
+  pretraining's last ``--pre-window`` env steps (grey) before 0.
 - ``replay_ratio``: ``--statistic`` of ``--score`` (``aggregates.csv``) against the replay ratio on a log2 axis, per
   method with its interval as a band (``plot_sample_efficiency_curve`` with replay ratios as x), a panel per suite;
   methods are nudged sideways by a few hundredths of an octave.
@@ -39,6 +42,7 @@ from rliable import plot_utils  # noqa: E402
 METHOD_COLOURS = {"none": "#000000", "fire": "#D55E00", "sp": "#0072B2", "full": "#009E73", "pi": "#CC79A7",
                   "redo": "#E69F00"}  # fmt: skip
 SPARE_COLOURS = ["#56B4E9", "#F0E442"]
+PRETRAINING, PRETRAINING_COLOUR = "pretraining", "#999999"  # the run branches start from (scripts/aggregate.py)
 METHOD_NAMES = {"none": "no reset", "fire": "FIRE", "sp": "Shrink & Perturb", "full": "full reset",
                 "pi": "plasticity injection", "redo": "ReDo"}  # fmt: skip
 # Plasticity panels in this order, by the tag's last component (scripts/aggregate.py PLASTICITY_KEYS).
@@ -74,8 +78,11 @@ def method_order(methods: Sequence[str]) -> list[str]:
 
 
 def method_colour(method: str, methods: Sequence[str]) -> str:
-    """The fixed colour of a reset method; others take the spare colours in their `method_order`."""
-    others = [m for m in method_order(methods) if m not in METHOD_COLOURS]
+    """The fixed colour of a reset method, grey for a pretraining; others take the spare colours in their
+    `method_order`."""
+    if method == PRETRAINING:
+        return PRETRAINING_COLOUR
+    others = [m for m in method_order(methods) if m not in METHOD_COLOURS and m != PRETRAINING]
     return METHOD_COLOURS.get(method) or SPARE_COLOURS[others.index(method) % len(SPARE_COLOURS)]
 
 
@@ -89,16 +96,17 @@ def draw_band(ax, x, rows: pd.DataFrame, label: str, colour: str, **kwargs) -> N
     plot_utils.plot_sample_efficiency_curve(x, estimates, intervals, colors={label: colour}, ax=ax, **SIZES, **kwargs)
 
 
-def draw_curves(ax, rows: pd.DataFrame, resets: pd.DataFrame, methods: Sequence[str], ylabel: str) -> None:
+def draw_curves(ax, rows: pd.DataFrame, resets: pd.DataFrame, methods: Sequence[str], ylabel: str, offset: int = 0,
+                xlabel: str = "env steps") -> None:  # fmt: skip
     """One panel: per method in `rows` (``curves.csv`` rows of one env, replay ratio and tag) its IQM curve and band,
-    labelled ``<method name> (n=<runs>)``, and dashed lines at its reset steps."""
+    labelled ``<method name> (n=<runs>)``, and dashed lines at its reset steps; x = env step − `offset`."""
     for method in method_order(list(rows["method"].unique())):
         curve, colour = rows[rows["method"] == method], method_colour(method, methods)
         label = f"{METHOD_NAMES.get(method, method)} (n={int(curve['n_runs'].iloc[0])})"
-        draw_band(ax, curve["step"].to_numpy(), curve, label, colour, marker="", linewidth=1.6, xlabel="env steps",
-                  ylabel=ylabel)  # fmt: skip
+        draw_band(ax, curve["step"].to_numpy() - offset, curve, label, colour, marker="o" if len(curve) == 1 else "",
+                  linewidth=1.6, xlabel=xlabel, ylabel=ylabel)  # fmt: skip
         for step in np.unique(resets.loc[resets["method"] == method, "global_step"]) if len(resets) else []:
-            ax.axvline(step, color=colour, ls="--", lw=1.0, alpha=0.8, gid=f"reset:{method}")
+            ax.axvline(step - offset, color=colour, ls="--", lw=1.0, alpha=0.8, gid=f"reset:{method}")
 
 
 def legend(ax, with_resets: bool = True) -> None:
@@ -128,6 +136,31 @@ def curve_figure(curves: pd.DataFrame, resets: pd.DataFrame, env_id: str, tags: 
         ax.set_title(f"replay ratio {rr:g}", fontsize=9)
     legend(axes[0][-1])
     fig.suptitle(f"{env_id}: IQM over seeds, 95% stratified-bootstrap band (rliable)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def branch_figure(curves: pd.DataFrame, resets: pd.DataFrame, env_id: str, tag: str, pre_window: int) -> Figure:
+    """`draw_curves` of the branches of one env (``branch_step`` > 0) against env steps since their branch point, a
+    panel per (replay ratio, branch step), the pretraining clipped to its last `pre_window` env steps, a dotted line
+    at 0.
+
+    Raises:
+        ValueError: `env_id` has no branch curve of `tag`.
+    """
+    data = curves[(curves["env_id"] == env_id) & (curves["tag"] == tag) & (curves["branch_step"] > 0)]
+    if data.empty:
+        raise ValueError(f"env_id={env_id!r} has no branch curve of {tag!r}")
+    panels, methods = sorted(set(zip(data["replay_ratio"], data["branch_step"]))), list(data["method"].unique())
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    for ax, (rr, step) in zip(axes[0], panels):
+        rows = data[(data["replay_ratio"] == rr) & (data["branch_step"] == step) & (data["step"] >= step - pre_window)]
+        events = resets.query("env_id == @env_id & replay_ratio == @rr & branch_step == @step") if len(resets) else []
+        draw_curves(ax, rows, events, methods, tag_label(tag), offset=step, xlabel="env steps since the branch point")
+        ax.axvline(0, color="#777777", ls=":", lw=1.0, gid="branch")
+        ax.set_title(f"replay ratio {rr:g}, branch at env step {step:,}", fontsize=9)
+    legend(axes[0][-1])
+    fig.suptitle(f"{env_id}: branches, IQM over seeds, 95% stratified-bootstrap band (rliable)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -225,9 +258,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--statistic", choices=list(STATISTICS), default="iqm", help="of the replay-ratio figure")
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=["png", "svg"], help="file formats")
     parser.add_argument("--dpi", type=int, default=150, help="PNG resolution")
+    parser.add_argument("--pre-window", type=int, default=10_000, help="branches: env steps of pretraining shown")
     args = parser.parse_args(argv)
-    if args.dpi < 1:
-        parser.error(f"argument --dpi: {args.dpi} is invalid; allowed: an integer >= 1")
+    for name in ("dpi", "pre_window"):
+        if (value := getattr(args, name)) < 1:
+            parser.error(f"argument --{name.replace('_', '-')}: {value} is invalid; allowed: an integer >= 1")
     paths = {n: args.agg_dir / f"{n}.csv" for n in ("curves", "aggregates", "profiles", "resets")}
     if missing := [p.name for p in paths.values() if not p.is_file()]:
         parser.error(f"argument agg_dir: {str(args.agg_dir)!r} lacks {missing}; run scripts/aggregate.py first")
@@ -243,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for env_id in sorted(curves.loc[curves["tag"] == args.metric, "env_id"].unique()):
         save(curve_figure(curves, resets, env_id, [args.metric]), f"curves_{env_id}")
+    for env_id in sorted(curves.loc[(curves["tag"] == args.metric) & (curves["branch_step"] > 0), "env_id"].unique()):
+        save(branch_figure(curves, resets, env_id, args.metric, args.pre_window), f"branches_{env_id}")
     plasticity = plasticity_tags(curves["tag"].unique())
     for env_id in sorted(curves.loc[curves["tag"].isin(plasticity), "env_id"].unique()):
         save(curve_figure(curves, resets, env_id, plasticity), f"plasticity_{env_id}")

@@ -101,6 +101,24 @@ def test_agent_command_puts_grid_flags_then_pass_through(ablate, tmp_path):
     assert cmd[14:] == ["--total-timesteps", "300"]
 
 
+def test_branch_grid_names_and_commands(ablate, tmp_path):
+    grid = ablate.build_grid([GAME], ["none", "fire"], [0.25], [0, 1], branch_at=200)
+    assert [s.name for s in grid] == [f"ALE-Breakout-v5__{m}__rr0.25__s{s}__b200" for m in ("pre", "none", "fire")
+                                      for s in (0, 1)]  # fmt: skip
+    pre, none, fire = grid[0], grid[2], grid[4]
+    assert pre.pretraining is None and none.pretraining == fire.pretraining == pre
+    assert ablate.RunSpec(GAME, "fire", 0.25, 0).pretraining is None  # a run from scratch
+    args = ["--total-timesteps", "300", "--buffer-size", "1000"]
+    cmd = ablate.agent_command(DQN, pre, tmp_path / pre.name, 1, args)
+    # The pass-through flags give the branches' length; the pretraining's own comes after them and wins.
+    assert cmd[cmd.index("--reset") + 1] == "none" and cmd[-7:] == [*args, "--total-timesteps", "200", "--save-buffer"]
+    cmd = ablate.agent_command(DQN, fire, tmp_path / fire.name, 1, args)
+    assert cmd[cmd.index("--reset") + 1] == "fire"
+    assert cmd[-7:] == [*args, "--branch-from", str(tmp_path / pre.name), "--reset-at-start"]
+    cmd = ablate.agent_command(DQN, none, tmp_path / none.name, 1, args)
+    assert cmd[-6:] == [*args, "--branch-from", str(tmp_path / pre.name)]  # no reset, so no reset at the start
+
+
 def test_run_state_reads_result_and_checkpoint(ablate, tmp_path):
     assert ablate.run_state(tmp_path) == "new"
     (tmp_path / "checkpoint.pt").write_bytes(b"x")
@@ -135,6 +153,11 @@ BASE = ["--env-ids", GAME, "--methods", "none", "fire", "--replay-ratios", "0.25
         (["--seed", "3"], ["'--seed' is set by the sweep", "--seeds"]),
         (["--", "--run-dir=x"], ["'--run-dir=x' is set by the sweep"]),
         (["--workers", "two"], ["--workers: invalid int value: 'two'"]),
+        (["--branch-at", "0"], ["--branch-at: 0 is invalid; allowed: > 0"]),
+        (["--branch-at", "200"], ["--branch-at: 200 needs the branches' --total-timesteps above it", "give none"]),
+        (["--branch-at", "200", "--", "--total-timesteps=200"], ["--total-timesteps above it", "give 200"]),
+        (["--", "--branch-from", "x"], ["'--branch-from' is set by the sweep", "--branch-at"]),
+        (["--", "--reset-at-start"], ["'--reset-at-start' is set by the sweep"]),
     ],
 )
 def test_bad_input_exits_2_before_any_work(tmp_path, args, needles):
@@ -180,6 +203,21 @@ def test_dry_run_prints_grid_and_size_and_touches_nothing(tmp_path):
         assert f"new       {name}: " in proc.stdout
     assert "--reset-at 200" in proc.stdout and "--resume" not in proc.stdout
     assert not out.exists()
+
+
+def test_dry_run_of_a_branch_sweep(tmp_path):
+    proc = run_cli(*BASE, "--out", str(tmp_path / "sweep"), "--branch-at", "200", "--dry-run", "--", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert "6 runs in the grid: 0 finished, 6 to run" in proc.stdout
+    lines = {line.split(": ")[0].split()[-1]: line for line in proc.stdout.splitlines()[1:]}
+    assert list(lines) == [
+        f"ALE-Breakout-v5__{m}__rr{r}__s0__b200" for m in ("pre", "none", "fire") for r in ("0.25", "1")
+    ]
+    assert lines["ALE-Breakout-v5__pre__rr1__s0__b200"].endswith("--total-timesteps 200 --save-buffer")
+    assert lines["ALE-Breakout-v5__fire__rr1__s0__b200"].endswith(
+        f"--branch-from {tmp_path / 'sweep' / 'ALE-Breakout-v5__pre__rr1__s0__b200'} --reset-at-start"
+    )
+    assert not (tmp_path / "sweep").exists()
 
 
 def test_flags_file_equals_flags_and_later_flags_override_it(tmp_path):

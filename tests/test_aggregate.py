@@ -114,6 +114,40 @@ def write_synthetic_sweep(root: Path, env_ids=ENV_IDS, methods=METHODS, replay_r
     return truth
 
 
+BRANCH_AT = 600
+
+
+def branch_values(method: str, seed: int, steps: np.ndarray) -> np.ndarray:
+    """Game returns of a branch sweep's runs: linear in the env step, a constant per method (the pretraining: 0)."""
+    return 2.0 + steps / 100 + seed + {"pretraining": 0.0, "none": 0.0, "fire": 3.0}[method]
+
+
+def write_branch_sweep(root: Path, seeds=SEEDS, methods=METHODS, env_id="ALE/Breakout-v5") -> dict:
+    """Per seed a pretraining to `BRANCH_AT` and a branch per method from its checkpoint to `TOTAL`, with the
+    ``config.json`` fire_rl.run writes (a branch's ``history[0]`` names the source checkpoint) and a ``scalars.csv`` of
+    ``charts/episodic_return`` every 50 env steps (`branch_values`). Returns {run name: (steps, values)}."""
+    truth = {}
+    for seed in seeds:
+        pre = root / f"pre__s{seed}"
+        for method in ("pretraining", *methods):
+            run_dir = pre if method == "pretraining" else root / f"{method}__s{seed}"
+            run_dir.mkdir(parents=True)
+            first, last = (50, BRANCH_AT) if method == "pretraining" else (BRANCH_AT + 50, TOTAL)
+            steps = np.arange(first, last + 1, 50)
+            truth[run_dir.name] = (steps, branch_values(method, seed, steps))
+            cfg = {"env_id": env_id, "reset": "none" if method == "pretraining" else method, "replay_ratio": 1.0,
+                   "seed": seed, "history": [{"mode": "fresh"}]}  # fmt: skip
+            if method != "pretraining":
+                source = {"path": str(pre / "checkpoint.pt"), "sha256": "0" * 64, "env_step": BRANCH_AT,
+                          "update_step": BRANCH_AT}  # fmt: skip
+                cfg |= {"branch_from": str(pre), "history": [{"mode": "branch", "source": source}]}
+            (run_dir / "config.json").write_text(json.dumps(cfg))
+            frame = pd.DataFrame({"tag": "charts/episodic_return", "step": steps, "value": truth[run_dir.name][1]})
+            frame.to_csv(run_dir / "scalars.csv", index=False)
+            (run_dir / "result.json").write_text(json.dumps({"finished": True, "global_step": int(last)}))
+    return truth
+
+
 @pytest.fixture(scope="module")
 def agg():
     return load_script("aggregate")
@@ -187,7 +221,8 @@ def test_load_runs_reads_event_files_back(agg, sweep):
     root, truth = sweep
     scalars, runs, resets = agg.load_runs([root])
     assert len(runs) == len(truth) == 24
-    assert list(scalars.columns) == agg.CONFIG_COLUMNS + ["tag", "step", "value"]
+    assert list(scalars.columns) == agg.CONFIG_COLUMNS + ["tag", "step", "value", "since_branch"]
+    assert (scalars["branch_step"] == 0).all() and (scalars["since_branch"] == scalars["step"]).all()
     assert set(scalars["tag"]) == {
         "eval/episodic_return",
         "charts/episodic_return",
@@ -375,6 +410,79 @@ def test_unequal_run_counts_are_truncated_with_a_warning(agg):
     with pytest.warns(UserWarning, match="unequal run counts"):
         result = agg.aggregate_scores(scores, reps=50)
     assert set(result[result["suite"] == "atari-hns"]["n_runs"]) == {2}
+
+
+# ------------------------------------------------------------------------------------------------------- branches
+def test_branches_line_up_at_the_branch_point(agg, tmp_path):
+    write_branch_sweep(tmp_path, seeds=(0, 1))
+    scalars, runs, _ = agg.load_runs([tmp_path])
+    runs = runs.set_index("run")
+    assert runs.loc["pre__s0", "method"] == "pretraining" and runs.loc["fire__s1", "method"] == "fire"
+    assert (runs["branch_step"] == BRANCH_AT).all()
+    assert runs.loc["fire__s1", "source"] == "pre__s1" and runs.loc["pre__s1", "source"] == ""
+    assert runs.loc["fire__s1", "end_step"] == TOTAL and runs.loc["pre__s1", "end_step"] == BRANCH_AT
+    np.testing.assert_array_equal(scalars["since_branch"], scalars["step"] - BRANCH_AT)
+    assert scalars.loc[scalars["method"] == "pretraining", "since_branch"].max() == 0
+    # The pretraining is not a method: scores and their aggregates hold the branches only.
+    scores = agg.run_scores(scalars, "charts/episodic_return", 3)
+    assert sorted(scores["method"]) == ["fire", "fire", "none", "none"]
+    # Only the branches' runs of the root given are loaded: no source, no window before the branch point.
+    with pytest.warns(UserWarning, match="window 'pre'"):
+        alone = agg.window_scores(*agg.load_runs([tmp_path / "fire__s0"])[:2], "charts/episodic_return")
+    assert math.isnan(alone["pre"].iloc[0]) and alone["n_pre"].iloc[0] == 0
+
+
+def test_window_scores_and_their_aggregates_closed_forms(agg, tmp_path):
+    truth = write_branch_sweep(tmp_path, seeds=(0, 1, 2, 3))
+    table = agg.load_score_table()
+    scalars, runs, _ = agg.load_runs([tmp_path], table)
+    windows = {"pre": 200, "early": 100, "last": 150}
+    scores = agg.window_scores(scalars, runs, "charts/episodic_return", windows, table).set_index("run")
+    assert len(scores) == 8 and set(scores["suite"]) == {"atari-hns"}
+    for seed in range(4):
+        for method, offset in (("none", 0.0), ("fire", 3.0)):
+            row = scores.loc[f"{method}__s{seed}"]
+            # pre: steps 450..600 of the pretraining; early: 650, 700; last: 900..1000 (mean step 950).
+            assert (row["n_pre"], row["n_early"], row["n_last"]) == (4, 2, 3)
+            assert row["pre"] == pytest.approx(2.0 + 5.25 + seed)
+            assert row["early"] == pytest.approx(2.0 + 6.75 + seed + offset)
+            assert row["last"] == pytest.approx(2.0 + 9.5 + seed + offset)
+            assert row["last_hns"] == pytest.approx((row["last"] - 1.7) / (30.5 - 1.7))
+            steps, values = truth[f"{method}__s{seed}"]
+            assert row["last"] == pytest.approx(values[steps > TOTAL - 150].mean())
+    result = agg.aggregate_scores(scores.reset_index(), reps=100, kinds=tuple(agg.WINDOWS), keys=agg.BRANCH_KEYS)
+    assert set(result["branch_step"]) == {BRANCH_AT} and set(result["score"]) == {"pre", "early", "last"}
+    got = result.set_index(["method", "score", "statistic"])
+    for method in ("none", "fire"):
+        for window in agg.WINDOWS:
+            hns = scores.loc[scores["method"] == method, f"{window}_hns"].to_numpy()
+            assert got.loc[(method, window, "iqm"), "estimate"] == pytest.approx(scipy.stats.trim_mean(hns, 0.25))
+            assert got.loc[(method, window, "iqm"), "ci_low"] <= got.loc[(method, window, "iqm"), "estimate"]
+            assert got.loc[(method, window, "iqm"), "n_runs"] == 4
+    # The branches start from the same pretrainings: one window before the branch point for all methods.
+    assert got.loc[("none", "pre", "iqm"), "estimate"] == got.loc[("fire", "pre", "iqm"), "estimate"]
+
+
+def test_cli_writes_the_branch_windows(tmp_path):
+    write_branch_sweep(tmp_path / "sweep", seeds=(0, 1))
+    out = tmp_path / "agg"
+    windows = ["--window-pre", "200", "--window-early", "100", "--window-last", "150"]
+    proc = run_cli(str(tmp_path / "sweep"), "--out", str(out), "--metric", "charts/episodic_return", "--reps", "50",
+                   "--curve-reps", "20", *windows)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    windows = pd.read_csv(out / "windows.csv")
+    assert sorted(windows["run"]) == ["fire__s0", "fire__s1", "none__s0", "none__s1"]
+    assert (windows["n_pre"] == 4).all() and (windows["n_last"] == 3).all()
+    assert len(pd.read_csv(out / "window_aggregates.csv")) == 2 * 3 * 4  # methods × windows × statistics
+    curves = pd.read_csv(out / "curves.csv")
+    assert set(curves["method"]) == {"pretraining", "none", "fire"} and set(curves["branch_step"]) == {BRANCH_AT}
+    summary = (out / "summary.md").read_text()
+    assert "## atari-hns: pre (human-normalized score, branch at env step 600)" in summary
+    assert "over 200 env steps before the branch point" in summary
+    plain = tmp_path / "plain"
+    write_synthetic_sweep(plain, env_ids=("ALE/Breakout-v5",), replay_ratios=(1.0,), seeds=(0,))
+    assert run_cli(str(plain), "--reps", "20", "--curve-reps", "20").returncode == 0
+    assert not (plain / "aggregate" / "windows.csv").exists()
 
 
 # ---------------------------------------------------------------------------------------------- curves, profiles
@@ -577,6 +685,7 @@ def test_cli_end_to_end(sweep, tmp_path):
         (["--points", "1"], "--points: 1"),
         (["--rss-threshold-pct", "0"], "--rss-threshold-pct: 0.0"),
         (["--metric", "eval/none"], "'eval/none'"),
+        (["--window-pre", "0"], "--window-pre: 0"),
     ],
 )
 def test_cli_bad_input_exits_2_before_any_work(agg, sweep, tmp_path, capsys, args, needle):

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-from test_aggregate import REPO, RESET_AT, load_script, write_synthetic_sweep  # noqa: E402
+from test_aggregate import BRANCH_AT, REPO, RESET_AT, load_script, write_branch_sweep, write_synthetic_sweep  # noqa: E402
 
 PLOT_PY = REPO / "scripts" / "plot.py"
 
@@ -38,6 +38,17 @@ def tables(tmp_path_factory):
     agg = load_script("aggregate")
     assert agg.main([str(root), "--out", str(agg_dir), "--reps", "100", "--curve-reps", "50"]) == 0
     return agg_dir, {n: pd.read_csv(agg_dir / f"{n}.csv") for n in ("curves", "aggregates", "profiles", "resets")}
+
+
+@pytest.fixture(scope="module")
+def branch_tables(tmp_path_factory):
+    """A synthetic branch sweep (test_aggregate.write_branch_sweep), aggregated; returns (agg_dir, tables)."""
+    root = tmp_path_factory.mktemp("branches")
+    write_branch_sweep(root)
+    agg_dir = root / "aggregate"
+    args = ["--metric", "charts/episodic_return", "--reps", "50", "--curve-reps", "50"]
+    assert load_script("aggregate").main([str(root), "--out", str(agg_dir), *args]) == 0
+    return agg_dir, {n: pd.read_csv(agg_dir / f"{n}.csv") for n in ("curves", "resets")}
 
 
 def line(ax, label: str):
@@ -160,6 +171,28 @@ def test_interval_and_profile_figures_draw_their_tables(plot, tables):
     plt.close(fig)
 
 
+def test_branch_figure_aligns_the_branches_at_the_branch_point(plot, branch_tables):
+    agg_dir, t = branch_tables
+    fig = plot.branch_figure(t["curves"], t["resets"], "ALE/Breakout-v5", "charts/episodic_return", pre_window=200)
+    (ax,) = fig.axes
+    assert ax.get_title() == f"replay ratio 1, branch at env step {BRANCH_AT:,}"
+    assert ax.get_xlabel() == "env steps since the branch point"
+    curves = t["curves"][t["curves"]["tag"] == "charts/episodic_return"]
+    fire = curves[curves["method"] == "fire"]
+    drawn = line(ax, "FIRE (n=3)")
+    np.testing.assert_allclose(drawn.get_xdata(), fire["step"] - BRANCH_AT)
+    np.testing.assert_allclose(drawn.get_ydata(), fire["estimate"])
+    # The pretraining's last 200 env steps, before 0, in grey.
+    pre = line(ax, "pretraining (n=3)")
+    np.testing.assert_allclose(pre.get_xdata(), [-200, -150, -100, -50, 0])
+    assert pre.get_color() == plot.PRETRAINING_COLOUR
+    (branch,) = [a for a in ax.lines if a.get_gid() == "branch"]
+    assert list(branch.get_xdata()) == [0, 0]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no branch curve"):
+        plot.branch_figure(t["curves"], t["resets"], "ALE/Pong-v5", "charts/episodic_return", pre_window=200)
+
+
 # --------------------------------------------------------------------------------------------------------------- CLI
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(PLOT_PY), *args], capture_output=True, text=True, timeout=180, cwd=REPO)
@@ -189,6 +222,7 @@ def test_cli_writes_png_and_svg(tables, tmp_path):
         (["--dpi", "0"], "argument --dpi: 0 is invalid; allowed: an integer >= 1"),
         (["--formats", "jpg"], "argument --formats: invalid choice: 'jpg'"),
         (["--metric", "eval/none"], "argument --metric: 'eval/none' has no curve"),
+        (["--pre-window", "0"], "argument --pre-window: 0 is invalid; allowed: an integer >= 1"),
     ],
 )
 def test_cli_bad_input_exits_2_before_any_work(plot, tables, tmp_path, capsys, args, needle):
@@ -197,6 +231,15 @@ def test_cli_bad_input_exits_2_before_any_work(plot, tables, tmp_path, capsys, a
         plot.main([str(agg_dir), "--out", str(tmp_path / "p"), *args])
     assert exc.value.code == 2 and needle in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
+
+
+def test_cli_draws_the_branches(branch_tables, tmp_path):
+    agg_dir, _ = branch_tables
+    proc = run_cli(str(agg_dir), "--out", str(tmp_path), "--metric", "charts/episodic_return", "--formats", "png")
+    assert proc.returncode == 0, proc.stderr
+    image = mpimg.imread(tmp_path / "branches_ALE-Breakout-v5.png")
+    assert image.ndim == 3 and image[..., :3].std() > 0.05
+    assert (tmp_path / "curves_ALE-Breakout-v5.png").is_file()
 
 
 def test_cli_needs_aggregate_tables(tmp_path):
