@@ -43,9 +43,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import scipy.integrate
-import scipy.stats
+
+try:
+    import pandas as pd
+    import rliable  # noqa: F401 (imported where used; checked here, before any work)
+    import scipy.integrate
+    import scipy.stats
+except ImportError as err:
+    sys.exit(f"error: scripts/aggregate.py needs {err.name}: pip install -e '.[analysis]'")
 
 SCORES_CSV = Path(__file__).resolve().parent / "atari_scores.csv"
 ATARI_SUITE = "atari-hns"

@@ -36,10 +36,14 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+try:
+    import pandas as pd
+except ImportError as err:
+    sys.exit(f"error: scripts/anatomy.py needs {err.name}: pip install -e '.[analysis]'")
 
 from fire_rl.checkpoint import load_checkpoint, resolve_checkpoint, set_rng_state
 from fire_rl.metrics import plasticity_metrics, relative_sfe, sfe

@@ -27,16 +27,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
+try:
+    import matplotlib
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from rliable import plot_utils  # noqa: E402
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from rliable import plot_utils
+except ImportError as err:
+    sys.exit(f"error: scripts/plot.py needs {err.name}: pip install -e '.[analysis]'")
 
 # The Okabe–Ito colour-blind-safe palette (Okabe & Ito 2008): a fixed colour per method, two spares for the others.
 METHOD_COLOURS = {"none": "#000000", "fire": "#D55E00", "sp": "#0072B2", "full": "#009E73", "pi": "#CC79A7",
