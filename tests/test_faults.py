@@ -139,3 +139,19 @@ def test_disk_full_is_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path):
     assert (run_dir / "checkpoint.pt").read_bytes() == before
     assert not list(run_dir.glob(".*.tmp")), "the partial checkpoint was left behind"
     assert load_checkpoint(run_dir, agent="dqn_atari")["global_step"] == 80
+
+
+def test_a_failed_first_checkpoint_says_there_is_no_earlier_one(tmp_path):
+    # main said "the previous one is intact" even when there was none.
+    def tiny_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "agents" / "dqn_atari.py"), "--threads", "1", *FLAGS, "--total-timesteps", "80",
+           "--run-dir", str(tmp_path / "run")]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, preexec_fn=tiny_disk)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "there is no earlier checkpoint" in errors[0], proc.stderr
+    assert "intact" not in proc.stderr and "Traceback" not in proc.stderr
