@@ -183,7 +183,7 @@ def evaluate(q_network, args: Args, device: torch.device, seed: int) -> list[flo
 
 def train(args: Args, run: Run) -> None:
     """Train to `args.total_timesteps` env steps; `run` (fire_rl/run.py) owns the run directory, logs, checkpoints and
-    exit codes. All that can refuse (env id, layer selections, buffer memory) is built before `run.start()`. Raises
+    exit codes. All that can refuse (env id, layer selections, buffer memory) is built before `run.start`. Raises
     FloatingPointError on a NaN or Inf in a loss, a Q-value, a reset or a checkpoint (the last good one is kept)."""
     device = resolve_device(args.device)
     envs = make_atari_env(args.env_id, args.num_envs, args.seed, preset=args.preset, capture_video=args.capture_video,
@@ -213,11 +213,8 @@ def train(args: Args, run: Run) -> None:
     state = {"scheduler": scheduler, "q_network": q_network, "target_network": target_network, "optimizer": optimizer,
              "replay_ratio": replay, "regularizer": regularizer}  # fmt: skip
 
-    run.start()
-    ckpt = run.restore(state, rb)
+    ckpt = run.start(state, rb)  # from here on the run directory is written; a branch's reset happens here
     global_step, update_step = (ckpt["global_step"], ckpt["update_step"]) if ckpt else (0, 0)
-    if scheduler.step(global_step, update_step) is not None:  # a branch's --reset-at-start, at the branch point
-        regularizer.on_reset()
     rng = run.rng  # exploration
     # --overlap: `actor` acts with weights one learning step old while `q_network` learns in the background.
     actor = copy.deepcopy(q_network) if args.overlap else q_network

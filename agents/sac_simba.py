@@ -187,7 +187,7 @@ def evaluate(actor, rsnorm, args: Args, device: torch.device, seed: int) -> list
 def train(args: Args, run: Run) -> None:
     """Train to `args.total_timesteps` env steps; `run` (fire_rl/run.py) owns the run directory, logs, checkpoints and
     exit codes. All that can refuse (env id, layer selections, buffer memory; ImportError for a HumanoidBench id
-    without HumanoidBench) is built before `run.start()`. Raises FloatingPointError on a NaN or Inf in a loss, a reset
+    without HumanoidBench) is built before `run.start`. Raises FloatingPointError on a NaN or Inf in a loss, a reset
     or a checkpoint (the last good one is kept)."""
     device = resolve_device(args.device)
     env = make_humanoid_env(args.env_id, args.seed, action_repeat=args.action_repeat,
@@ -242,11 +242,8 @@ def train(args: Args, run: Run) -> None:
              "q_optimizer": q_optimizer, "alpha_optimizer": alpha_optimizer, "log_alpha": log_alpha,
              "replay_ratio": replay, "regularizer": regularizer}  # fmt: skip
 
-    run.start()
-    ckpt = run.restore(state, rb)
+    ckpt = run.start(state, rb)  # from here on the run directory is written; a branch's reset happens here
     global_step, update_step = (ckpt["global_step"], ckpt["update_step"]) if ckpt else (0, 0)
-    if scheduler.step(global_step, update_step) is not None:  # a branch's --reset-at-start, at the branch point
-        regularizer.on_reset()
 
     def save(tag: str) -> None:
         run.save(state, tag, rb, global_step=global_step, update_step=update_step, obs=obs,

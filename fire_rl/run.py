@@ -228,8 +228,13 @@ class Run:
             torch.set_num_threads(self.args.threads)
         return self
 
-    def start(self) -> None:
-        """Lock the run directory and open its logs. Call once every check has passed and before the first env step.
+    def start(self, state: dict[str, Any], buffer: Any) -> dict | None:
+        """Lock the run directory, open its logs, then `restore` `state` and `buffer` from the checkpoint (if any) and
+        apply a branch's ``--reset-at-start`` (``state["scheduler"]``, then ``state["regularizer"].on_reset()``). Call
+        once every check has passed and before the first env step.
+
+        Returns:
+            The checkpoint payload, or None for a fresh run.
 
         Raises:
             ValueError: another process holds the run directory (its pid is named), or it holds another run.
@@ -263,6 +268,11 @@ class Run:
         if self.checkpoint is not None:
             how = f"branched from {self.args.branch_from}" if self.branched else "resumed"
             print(f"{self.dir}: {how} at env step {self.start_step:,} (update {self.checkpoint['update_step']:,})")
+        ckpt = self.restore(state, buffer)
+        if self.branched and self.args.reset_at_start:
+            state["scheduler"].step(self.start_step, ckpt["update_step"])
+            state["regularizer"].on_reset()
+        return ckpt
 
     def _move_aside(self) -> None:
         old = self.dir.with_name(f"{self.dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -63,14 +63,11 @@ class _Loaded(Exception):
 
 
 class _LoadOnly(Run):
-    """A `Run` that writes nothing; ``restore`` loads the checkpoint into what the agent's ``train()`` built (the
+    """A `Run` that writes nothing; ``start`` loads the checkpoint into what the agent's ``train()`` built (the
     agent's own networks, `Run.restore`) and leaves ``train()``."""
 
-    def start(self) -> None:
-        pass
-
-    def restore(self, state: dict, buffer) -> dict:
-        super().restore(state, buffer)
+    def start(self, state: dict, buffer) -> dict:
+        self.restore(state, buffer)
         self.state, self.buffer = state, buffer
         raise _Loaded
 
