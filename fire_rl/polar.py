@@ -8,10 +8,12 @@ min ‖W − W̃‖²_F s.t. W̃ is an isometry (Han et al., "FIRE", ICLR 2026, 
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -244,7 +246,7 @@ def _range_converged(X: torch.Tensor, rank: torch.Tensor, tol: float) -> bool:
 
 
 def _polar(
-    W: torch.Tensor, method: str, steps: int, tol: float | None, max_steps: int, check_every: int, info: bool
+    W: torch.Tensor, method: str, steps: int, tol: float | None, max_steps: int, check_every: int, info: bool = False
 ) -> tuple[torch.Tensor, PolarInfo | None]:
     _check_matrix(W)
     check_polar_options(method, steps, tol, max_steps, check_every)
@@ -363,20 +365,16 @@ def polar(
             iterations themselves return NaN (no check, to stay sync-free).
     """
     with torch.no_grad():
-        return _polar(W, method, steps, tol, max_steps, check_every, info=False)[0]
+        return _polar(W, method, steps, tol, max_steps, check_every)[0]
 
 
-def polar_with_info(
-    W: torch.Tensor,
-    method: str = "newton_schulz",
-    steps: int = 10,
-    tol: float | None = None,
-    max_steps: int = 100,
-    check_every: int = 2,
-) -> tuple[torch.Tensor, PolarInfo]:
+def polar_with_info(W: torch.Tensor, **options: Any) -> tuple[torch.Tensor, PolarInfo]:
     """`polar` plus a `PolarInfo`, at the cost of two more SVDs (of W for the ranks, of Q for the residual) and one host
-    sync; the iteration is unchanged. Args and Raises: as `polar`."""
+    sync; the iteration is unchanged. `options` and Raises: as `polar` (``method``, ``steps``, ``tol``, ``max_steps``,
+    ``check_every``)."""
+    bound = inspect.signature(polar).bind(W, **options)  # polar's defaults, declared once
+    bound.apply_defaults()
     with torch.no_grad():
-        Q, info = _polar(W, method, steps, tol, max_steps, check_every, info=True)
+        Q, info = _polar(*bound.args, info=True)
     assert info is not None, "info=True always returns a PolarInfo"
     return Q, info
