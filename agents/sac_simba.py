@@ -126,14 +126,13 @@ def update(actor, qf1, qf2, qf1_target, qf2_target, rsnorm, log_alpha, optimizer
     """
     actor_optimizer, q_optimizer, alpha_optimizer = optimizers
     obs, next_obs = rsnorm(data.observations), rsnorm(data.next_observations)
-    critics, targets = ((qf1, qf2), (qf1_target, qf2_target)) if cdq else ((qf1,), (qf1_target,))
-    critic_params = [p for q in critics for p in q.parameters() if p.requires_grad]
+    critic_params = [p for q in ((qf1, qf2) if cdq else (qf1,)) for p in q.parameters() if p.requires_grad]
 
     alpha = log_alpha.exp().detach()
     pi, log_pi, _ = actor.sample(obs)
     for p in critic_params:
         p.requires_grad_(False)
-    min_qf_pi = torch.stack([q(obs, pi) for q in critics]).min(dim=0).values
+    min_qf_pi = torch.min(qf1(obs, pi), qf2(obs, pi)) if cdq else qf1(obs, pi)
     for p in critic_params:
         p.requires_grad_(True)
     actor_loss = (alpha * log_pi - min_qf_pi).mean()
@@ -149,22 +148,32 @@ def update(actor, qf1, qf2, qf1_target, qf2_target, rsnorm, log_alpha, optimizer
 
     with torch.no_grad():
         next_actions, next_log_pi, _ = actor.sample(next_obs)
-        min_qf_next = torch.stack([q(next_obs, next_actions) for q in targets]).min(dim=0).values
+        qf1_next = qf1_target(next_obs, next_actions)
+        min_qf_next = torch.min(qf1_next, qf2_target(next_obs, next_actions)) if cdq else qf1_next
         min_qf_next = min_qf_next - log_alpha.exp() * next_log_pi
         next_q_value = data.rewards + (1.0 - data.dones) * args.gamma * min_qf_next
-    qf_a_values = [q(obs, data.actions) for q in critics]
-    qf_losses = [F.mse_loss(values, next_q_value) for values in qf_a_values]
+    qf1_a_values = qf1(obs, data.actions)
+    qf1_loss = F.mse_loss(qf1_a_values, next_q_value)
+    stats = {"qf1_loss": qf1_loss.detach(), "qf1_values": qf1_a_values.mean().detach()}
+    if cdq:
+        qf2_a_values = qf2(obs, data.actions)
+        qf2_loss = F.mse_loss(qf2_a_values, next_q_value)
+        q_loss = qf1_loss + qf2_loss + regularizer.loss("qf1") + regularizer.loss("qf2")
+        stats.update(qf2_loss=qf2_loss.detach(), qf2_values=qf2_a_values.mean().detach())
+    else:
+        q_loss = qf1_loss + regularizer.loss("qf1")
     q_optimizer.zero_grad(set_to_none=True)
-    (sum(qf_losses) + sum(regularizer.loss(name) for name in ("qf1", "qf2")[: len(critics)])).backward()
+    q_loss.backward()
     q_optimizer.step()
-    regularizer.after_step(*("qf1", "qf2")[: len(critics)])
+    regularizer.after_step(*(("qf1", "qf2") if cdq else ("qf1",)))
 
-    for target, q in zip(targets, critics):
-        update_target_(target, q, args.tau)
-    stats = {"actor_loss": actor_loss, "alpha": alpha, "alpha_loss": alpha_loss, "entropy": -log_pi.mean()}
-    for i, (loss, values) in enumerate(zip(qf_losses, qf_a_values), start=1):
-        stats.update({f"qf{i}_loss": loss, f"qf{i}_values": values.mean()})
-    return {key: value.detach() for key, value in stats.items()}
+    update_target_(qf1_target, qf1, args.tau)
+    if cdq:
+        update_target_(qf2_target, qf2, args.tau)
+    stats.update(
+        actor_loss=actor_loss.detach(), alpha=alpha, alpha_loss=alpha_loss.detach(), entropy=-log_pi.mean().detach()
+    )
+    return stats
 
 
 @torch.inference_mode()
