@@ -216,7 +216,10 @@ class Run:
         self.started = False
         self._stop = GracefulStop()
         self._lock_fd: int | None = None
-        self._csv = None
+        self._log_lock = (
+            threading.Lock()
+        )  # --overlap logs from the learner thread too; a TextIOWrapper is not thread-safe
+        self._process = psutil.Process()
         self._sps_mark = (time.time(), self.start_step)
         self.rng = np.random.default_rng(args.seed)  # the agent's own draws (DQN's exploration), checkpointed
         # Batches for diagnostics (plasticity metrics, reset reports): never the buffer's training draws.
@@ -356,8 +359,9 @@ class Run:
     def log(self, tag: str, value: float, step: int) -> None:
         """Log one scalar at `step` (env steps) to tensorboard and ``scalars.csv``."""
         value = float(value)
-        self.writer.add_scalar(tag, value, step)
-        self._csv.writerow((tag, step, repr(value)))
+        with self._log_lock:
+            self.writer.add_scalar(tag, value, step)
+            self._csv.writerow((tag, step, repr(value)))
 
     def log_all(self, values: dict[str, float], step: int, prefix: str = "") -> None:
         """Log every scalar of `values` at `step` (env steps), each tag prefixed by `prefix`."""
@@ -378,7 +382,7 @@ class Run:
         sps = int((step - then_step) / max(now - then, 1e-9))
         self.log("charts/SPS", sps, step)
         self.log("charts/update_step", update_step, step)
-        self.log("charts/rss_mb", psutil.Process().memory_info().rss / 2**20, step)
+        self.log("charts/rss_mb", self._process.memory_info().rss / 2**20, step)
         self.progress.set_postfix(sps=sps, upd=update_step, refresh=False)
 
     def advance(self, env_steps: int) -> None:
