@@ -218,7 +218,7 @@ def train(args: Args, run: Run) -> None:
     rng = run.rng  # exploration
     # --overlap: `actor` acts with weights one learning step old while `q_network` learns in the background.
     actor = copy.deepcopy(q_network) if args.overlap else q_network
-    if args.overlap and ckpt is not None:
+    if args.overlap and ckpt is not None and not run.branched:  # a branch acts with its (reset) network at once
         actor.load_state_dict(ckpt["actor"])
     learner = Background(enabled=args.overlap)
 
