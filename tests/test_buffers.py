@@ -426,3 +426,32 @@ def test_cuda_sampling_matches_cpu():
         assert all(t.device.type == "cuda" for t in b)
         for x, y in zip(a, b, strict=True):
             assert torch.equal(x, y.cpu())
+
+
+@pytest.mark.parametrize("frame_stack", [1, 4])
+def test_truncate_open_episodes_lets_new_games_start_without_joining_stacks(frame_stack):
+    # A resume without exact env state restarts the games: the buffer's open episodes end as truncated at their last
+    # transition, and the new games' stacks never reach into the old ones.
+    num_envs = 3
+    old = list(_synthetic_stream(num_envs, frame_stack, 40, seed=5))
+    new = list(_synthetic_stream(num_envs, frame_stack, 40, seed=6))
+    for step in new:  # other frames than the old games' (the ids' high byte)
+        step[0][..., 1, 1] = step[1][..., 1, 1] = 1
+    rb = AtariReplayBuffer(10_000, num_envs, frame_shape=(2, 2), frame_stack=frame_stack, seed=0)
+    everything: set[bytes] = set()
+    for obs, real, actions, rewards, term, trunc in old:
+        rb.add(obs, real, actions, rewards, term, trunc)
+        everything |= {_key(obs[e], actions[e], rewards[e], real[e], float(term[e])) for e in range(num_envs)}
+    open_envs = int(rb.episode_open.sum())
+    assert open_envs > 0, "the test needs an episode left open"
+    if frame_stack > 1:
+        with pytest.raises(ValueError, match="does not continue"):
+            rb.add(*new[0])
+    rb.truncate_open_episodes(old[-1][1])
+    assert not rb.episode_open.any()
+    for obs, real, actions, rewards, term, trunc in new:
+        rb.add(obs, real, actions, rewards, term, trunc)
+        everything |= {_key(obs[e], actions[e], rewards[e], real[e], float(term[e])) for e in range(num_envs)}
+    assert len(rb) == 2 * 40 * num_envs - int(rb.episode_open.sum())
+    seen = set(_sampled_keys(rb, draws=12 * len(rb)))
+    assert seen <= everything and len(seen) == len(rb)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from agent_utils import checkpoint, reset_events, run_agent, scalars
+from agent_utils import checkpoint, load_agent, reset_events, run_agent, scalars
 
 # A few hundred env steps that cross learning_starts, reach a reset, and do real gradient updates.
 SHORT = ["--env-id", "ALE/Breakout-v5", "--total-timesteps", "240", "--learning-starts", "160", "--buffer-size", "1000",
@@ -130,3 +130,14 @@ def test_ale_vector_backend_resumes_at_an_episode_boundary(tmp_path):
     run_agent("dqn_atari", "--resume", str(run_dir), "--total-timesteps", "400")
     ckpt = checkpoint(run_dir)
     assert ckpt["global_step"] == 400 and [e["global_step"] for e in reset_events(run_dir)] == [300]
+
+
+def test_epsilon_schedules():
+    dqn = load_agent("dqn_atari")
+    # CleanRL: linear from step 0 over exploration_fraction x total_timesteps, then flat.
+    args = dqn.Args(total_timesteps=1_000, exploration_fraction=0.5, start_e=1.0, end_e=0.1, learning_starts=200)
+    assert [dqn.epsilon_at(args, t) for t in (0, 250, 500, 900)] == pytest.approx([1.0, 0.55, 0.1, 0.1])
+    # The official FIRE DQN (fire-paper): held at start_e until learning_starts, then the same decay from there.
+    args.epsilon_after_learning_starts = True
+    assert [dqn.epsilon_at(args, t) for t in (0, 200, 450, 700, 900)] == pytest.approx([1.0, 1.0, 0.55, 0.1, 0.1])
+    assert dqn.Args(**dqn.PRESETS["fire-paper"]).epsilon_after_learning_starts

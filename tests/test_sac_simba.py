@@ -1,5 +1,6 @@
 """SAC + SimBa on real MuJoCo (Humanoid-v5), end to end: a subprocess, tensorboard event files, checkpoints."""
 
+import copy
 import importlib.util
 import json
 import math
@@ -7,7 +8,7 @@ import signal
 
 import pytest
 import torch
-from agent_utils import checkpoint, reset_events, run_agent, scalars, start_agent, wait_for
+from agent_utils import checkpoint, load_agent, reset_events, run_agent, scalars, start_agent, wait_for
 
 # Small widths and a few hundred env steps that cross learning_starts; the reset comes at the very end, so a run with
 # a reset and one without follow the same trajectory up to it.
@@ -100,3 +101,40 @@ def test_humanoid_bench_run_checkpoints_stops_and_resumes(tmp_path, env_id):
     assert checkpoint(run_dir)["global_step"] == 1000
     events = reset_events(run_dir)  # an agent step is 2 env steps, 1 when an episode ends inside it
     assert len(events) == 1 and 400 <= events[0]["global_step"] <= 401
+
+
+def test_without_clipped_double_q_qf1_alone_is_used_and_trained():
+    # SimBa's critic_use_cdq=False (dm_control): with two identical critics the min is qf1 itself, so qf1 must follow
+    # the same trajectory with and without CDQ, while without it qf2 and its target stay as built.
+    from fire_rl.buffers import ReplayBatch
+    from fire_rl.networks import RSNorm, SimbaActor, SimbaCritic
+    from fire_rl.regularizers import Regularizer
+
+    sac = load_agent("sac_simba")
+    torch.manual_seed(0)
+    actor, qf1 = SimbaActor(6, 2, hidden=16), SimbaCritic(6, 2, hidden=32)
+    g = torch.Generator().manual_seed(1)
+    data = ReplayBatch(torch.randn(32, 6, generator=g), torch.rand(32, 2, generator=g) * 2 - 1,
+                       torch.randn(32, generator=g), torch.randn(32, 6, generator=g), torch.zeros(32))  # fmt: skip
+    results = {}
+    for cdq in (True, False):
+        nets = [copy.deepcopy(n) for n in (actor, qf1, qf1, qf1, qf1)]  # qf2, the targets: copies of qf1
+        a, q1, q2, q1_t, q2_t = nets
+        log_alpha = torch.tensor(0.01).log().requires_grad_()
+        optimizers = (torch.optim.AdamW(a.parameters()), torch.optim.AdamW([*q1.parameters(), *q2.parameters()]),
+                      torch.optim.AdamW([log_alpha]))  # fmt: skip
+        torch.manual_seed(2)
+        for _ in range(3):
+            stats = sac.update(a, q1, q2, q1_t, q2_t, RSNorm(6), log_alpha, optimizers, Regularizer(), data,
+                               sac.Args(), -1.0, cdq)  # fmt: skip
+        results[cdq] = nets, stats
+    (with_cdq, _), (without, stats) = results[True], results[False]
+    assert "qf2_loss" not in stats and "qf1_loss" in stats
+    for name in ("actor", "qf1", "qf1_target"):
+        i = ("actor", "qf1", "qf2", "qf1_target", "qf2_target").index(name)
+        for p, p_ref in zip(without[i].parameters(), with_cdq[i].parameters()):
+            assert torch.equal(p, p_ref), f"{name} differs without CDQ though min(qf1, qf1) = qf1"
+    for i in (2, 4):
+        for p, p0 in zip(without[i].parameters(), qf1.parameters()):
+            assert torch.equal(p, p0), "qf2 and its target must stay as built without CDQ"
+    assert any(not torch.equal(p, p0) for p, p0 in zip(without[1].parameters(), qf1.parameters()))
