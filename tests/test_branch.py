@@ -68,3 +68,15 @@ def test_branch_refusals(tmp_path):
     proc = run_agent("dqn_atari", *SOURCE, "--reset", "fire", "--reset-at-start", "--run-dir", str(tmp_path / "c"),
                      check=False)  # fmt: skip
     assert proc.returncode == 2 and "--branch-from" in proc.stderr
+
+
+def test_an_overlap_branch_injects_and_acts_with_the_new_network(tmp_path):
+    # --overlap's actor must take the branch's own network: plasticity injection at the branch point changes it.
+    source = tmp_path / "source"
+    run_agent("dqn_atari", *SOURCE, "--overlap", "--total-timesteps", "200", "--run-dir", str(source))
+    branch = tmp_path / "pi"
+    run_agent("dqn_atari", "--branch-from", str(source), "--total-timesteps", "240", "--reset", "pi",
+              "--reset-at-start", "--run-dir", str(branch))  # fmt: skip
+    ckpt = checkpoint(branch)
+    assert [e["global_step"] for e in reset_events(branch)] == [200]
+    assert ckpt["actor"].keys() == ckpt["q_network"].keys(), "the actor has the injected structure"
