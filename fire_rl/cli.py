@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import ClassVar, Literal
 
+from fire_rl.polar import range_error
 from fire_rl.regularizers import Regularizer
 from fire_rl.scheduler import ResetConfig
 
@@ -74,13 +75,9 @@ class RunArgs:
         for klass in reversed(type(self).__mro__):
             for name, interval in klass.__dict__.get("RANGES", {}).items():
                 value = getattr(self, name)
-                if value is None:
-                    continue
-                lo, hi = (float(x) for x in interval[1:-1].split(","))
-                above = value > lo if interval[0] == "(" else value >= lo
-                below = value < hi if interval[-1] == ")" else value <= hi
-                if not (above and below):
-                    raise ValueError(f"--{name.replace('_', '-')}={value}: must be in {interval}")
+                lo, hi = (int(x) if x.strip().isdigit() else float(x) for x in interval[1:-1].split(","))
+                if value is not None and (allowed := range_error(value, lo, hi, interval[0] + interval[-1])):
+                    raise ValueError(f"--{name.replace('_', '-')}={value}: must be {allowed}")
 
     def markdown(self) -> str:
         """Every flag and its value as a Markdown table (tensorboard's hyperparameter text, as CleanRL writes it)."""
