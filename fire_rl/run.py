@@ -184,8 +184,12 @@ def parse_args(cls: type, agent: str, presets: dict[str, dict] | None = None, ar
 
 
 def check_memory(what: str, needed_bytes: int) -> None:
-    """Print how much memory `what` needs and how much is available; raise ValueError when it exceeds the machine's
-    physical memory (it could never fit), warn when it exceeds what is available now."""
+    """Print how much memory `what` needs (`needed_bytes`, bytes) and how much is available now (psutil), with a
+    warning when it exceeds 90% of that.
+
+    Raises:
+        ValueError: `needed_bytes` exceeds the machine's physical memory (it could never fit); the message names both.
+    """
     mem = psutil.virtual_memory()
     if needed_bytes > mem.total:
         raise ValueError(f"{what} needs {needed_bytes / 1e9:.1f} GB; this machine has {mem.total / 1e9:.1f} GB")
@@ -369,8 +373,14 @@ class Run:
             self.log(prefix + key, value, step)
 
     def log_losses(self, stats: dict[str, torch.Tensor], step: int, update_step: int, prefix: str = "losses/") -> None:
-        """Log an update's 0-dim tensors (one host sync) with the run's speed and memory; raise FloatingPointError
-        naming every non-finite one."""
+        """Log an update's 0-dim tensors `stats` (one host sync) as ``<prefix><key>`` at env step `step`, with
+        ``charts/SPS`` (env steps per second since this process started), ``charts/update_step`` (gradient updates)
+        and ``charts/rss_mb`` (resident memory, MiB).
+
+        Raises:
+            FloatingPointError: a NaN or Inf in `stats`; the message names every such tensor and the last good
+                checkpoint.
+        """
         values = dict(zip(stats, torch.stack([v.float() for v in stats.values()]).tolist()))
         if bad := [k for k, v in values.items() if not math.isfinite(v)]:
             raise FloatingPointError(
