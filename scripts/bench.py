@@ -262,6 +262,15 @@ def run_agent(agent: str, flags: list[str], threads: int, device: torch.device) 
     return {"rss_peak_mib": peak / 2**20, "events": events}
 
 
+def learning_window(run: dict, fill: int) -> dict:
+    """Env steps, wall seconds and env steps/s between the first and last scalar an agent run (`run_agent`) logged
+    after env step `fill` (while learning). Raises ValueError when it logged fewer than two env steps there."""
+    (s0, t0), *_, (s1, t1) = [(s, t) for s, t in run["events"] if s > fill] * 2
+    if s1 == s0:  # the agents log every 100 updates and at episode ends
+        raise ValueError(f"too few updates after env step {fill} to log two env steps")
+    return {"env_steps": s1 - s0, "wall_s": t1 - t0, "env_steps_per_s": (s1 - s0) / (t1 - t0)}
+
+
 def bench_loop(kind: str, ratios: list[float], updates: int, fill: int, threads: int, device: torch.device) -> dict:
     """The agent process at each replay ratio on `ENV_IDS`: `fill` env steps before learning, then `updates` gradient
     updates; env steps/s while learning = env steps / wall time between its first and last scalar after `fill`. The
@@ -272,12 +281,8 @@ def bench_loop(kind: str, ratios: list[float], updates: int, fill: int, threads:
         flags = ["--env-id", ENV_IDS[kind], "--learning-starts", str(fill), "--total-timesteps", str(total)]
         flags += ["--buffer-size", str(total), "--replay-ratio", str(rr)]
         run = run_agent("dqn_atari" if kind == "dqn" else "sac_simba", flags, threads, device)
-        (s0, t0), *_, (s1, t1) = [(s, t) for s, t in run["events"] if s > fill] * 2
-        if s1 == s0:  # the agents log every 100 updates and at episode ends
-            raise ValueError(f"--{kind}-updates={updates}: too few to log two env steps at replay ratio {rr:g}")
-        windows.append({"replay_ratio": rr, "updates_per_env_step": rr / agent_step, "env_steps": s1 - s0,
-                        "wall_s": t1 - t0, "env_steps_per_s": (s1 - s0) / (t1 - t0), "flags": flags,
-                        "rss_peak_mib": run["rss_peak_mib"]})  # fmt: skip
+        windows.append({"replay_ratio": rr, "updates_per_env_step": rr / agent_step, **learning_window(run, fill),
+                        "flags": flags, "rss_peak_mib": run["rss_peak_mib"]})  # fmt: skip
         print(f"  {kind} loop at replay ratio {rr:g}: {windows[-1]['env_steps_per_s']:.1f} env steps/s while learning, "
               f"peak RSS {run['rss_peak_mib']:.0f} MiB", flush=True)  # fmt: skip
     out = {"env_id": ENV_IDS[kind], "fill_env_steps": fill, "updates_per_run": updates, "loop": windows}
@@ -426,10 +431,12 @@ def bench_polar(device: torch.device, seconds: float, tol: float) -> dict:
     return {"tol": tol, "dtype": "float32", "kernels": kernels, "fire": fire}
 
 
-def bench_envs(counts: list[int], seconds: float) -> dict:
+def bench_envs(counts: list[int], seconds: float, fill: int, updates: int, threads: int, device: torch.device) -> dict:
     """Env steps/s of `make_atari_env` (Breakout, fire-paper preset, uniformly random actions; no agent, no buffer:
     the ceiling the env puts on a DQN loop) per backend and number of envs N: N / median seconds of a vector step.
-    ale-vector runs ale-py's default thread count (one per core, at most N)."""
+    ale-vector runs ale-py's default thread count (one per core, at most N). Then the DQN agent's own env steps/s
+    while learning (`learning_window`) with the fire-paper preset on each backend: `fill` env steps, then `updates`
+    env steps of learning (4 envs, replay ratio 1: as many gradient updates)."""
     rates = {backend: {} for backend in BACKENDS}
     for n in counts:
         for backend in BACKENDS:
@@ -444,8 +451,15 @@ def bench_envs(counts: list[int], seconds: float) -> dict:
             envs.close()
             print(f"  {backend:>10}  N={n:<3} {rates[backend][n]:>10,.0f} env steps/s", flush=True)
     speedup = {n: round(rates["ale-vector"][n] / rates["sync"][n], 2) for n in counts}
+    agent = {}  # the DQN agent itself, fire-paper preset (4 envs, replay ratio 1), while learning
+    for backend in BACKENDS:
+        flags = ["--preset", "fire-paper", "--env-id", ENV_IDS["dqn"], "--env-backend", backend, "--learning-starts",
+                 str(fill), "--total-timesteps", str(fill + updates), "--buffer-size", str(fill + updates),
+                 "--eval-every", "0"]  # fmt: skip (no final evaluation inside the timed window)
+        agent[backend] = learning_window(run_agent("dqn_atari", flags, threads, device), fill) | {"flags": flags}
+        print(f"  agent, {backend:>10}: {agent[backend]['env_steps_per_s']:.1f} env steps/s while learning", flush=True)
     return {"env_id": ENV_IDS["dqn"], "preset": "fire-paper", "env_steps_per_second": rates,
-            "speedup_ale_vector": speedup}  # fmt: skip
+            "speedup_ale_vector": speedup, "agent_fire_paper": agent}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------- main
@@ -518,7 +532,9 @@ def main(argv=None) -> int:
         "resets": lambda: bench_resets(device, args.reset_repeats, args.seed, results, agents["sac"].Args()),
         "buffer": lambda: bench_buffer(args.buffer_capacity, args.seconds, device, args.seed),
         "polar": lambda: bench_polar(device, args.seconds / 5, args.tol),
-        "envs": lambda: bench_envs(args.num_envs, args.seconds / 3),
+        "envs": lambda: bench_envs(
+            args.num_envs, args.seconds / 3, args.fill, 3 * args.dqn_updates, args.threads, device
+        ),
     }
     for kind, fill in (("dqn", args.fill), ("sac", agents["sac"].Args().learning_starts)):
         loop = (kind, getattr(args, f"{kind}_ratios"), getattr(args, f"{kind}_updates"), fill, args.threads, device)
