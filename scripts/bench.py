@@ -453,22 +453,10 @@ def bench_envs(counts: list[int], seconds: float, fill: int, updates: int, threa
     speedup = {n: round(rates["ale-vector"][n] / rates["sync"][n], 2) for n in counts}
     agent = {}  # the DQN agent itself, fire-paper preset (4 envs, replay ratio 1), while learning
     for backend in BACKENDS:
-        flags = [
-            "--preset",
-            "fire-paper",
-            "--env-id",
-            ENV_IDS["dqn"],
-            "--env-backend",
-            backend,
-            "--learning-starts",
-            str(fill),
-            "--total-timesteps",
-            str(fill + updates),
-            "--buffer-size",
-            str(fill + updates),
-            "--eval-every",
-            "0",
-        ]  # fmt: skip (no final evaluation inside the timed window)
+        # --eval-every 0: no final evaluation inside the timed window.
+        flags = ["--preset", "fire-paper", "--env-id", ENV_IDS["dqn"], "--env-backend", backend, "--learning-starts",
+                 str(fill), "--total-timesteps", str(fill + updates), "--buffer-size", str(fill + updates),
+                 "--eval-every", "0"]  # fmt: skip
         agent[backend] = learning_window(run_agent("dqn_atari", flags, threads, device), fill) | {"flags": flags}
         print(f"  agent, {backend:>10}: {agent[backend]['env_steps_per_s']:.1f} env steps/s while learning", flush=True)
     return {"env_id": ENV_IDS["dqn"], "preset": "fire-paper", "env_steps_per_second": rates,
