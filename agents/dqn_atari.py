@@ -85,9 +85,10 @@ class Args(PlasticityArgs, RunArgs):
     """fused Adam kernel (about 1.2x per update on CPU); --no-fused-adam runs PyTorch's default path, the reference"""
     channels_last: bool = True
     """channels_last memory format for the convs (about 1.1x on CPU); --no-channels-last runs the reference layout"""
-    overlap: bool = False
+    overlap: bool = True
     """run each learning step's gradient updates in a background thread while the next env steps are acted and
-    played (a second core works); same updates, but actions come from the weights one learning step older (README)"""
+    played (a second core works); same updates, but actions come from the weights one learning step older (README).
+    --no-overlap: the serial loop, CleanRL's order"""
 
     # Resets and per-step methods: the flags of fire_rl.cli.PlasticityArgs (--reset, --reset-at, --regularizer, ...)
     reset_recipe: Literal["paper-dqn", "custom"] = "paper-dqn"

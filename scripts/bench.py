@@ -464,6 +464,25 @@ def bench_envs(counts: list[int], seconds: float, fill: int, updates: int, threa
 
 
 # --------------------------------------------------------------------------------------------------------------- main
+def machine_info(device: torch.device | None = None) -> dict:
+    """What a figure was measured on: host, CPU model (or GPU name), torch's CPU capability (the ATen kernels it
+    dispatches: AVX2, AVX512, ...), the variables that cap the instruction set, torch thread count, load average."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    cpu = next((x.split(":", 1)[1].strip() for x in cpuinfo.splitlines() if x.startswith("model name")), "")
+    device = device or torch.device("cpu")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu or platform.processor()
+    return {
+        "host": "".join(c if c.isalnum() or c in "._-" else "_" for c in socket.gethostname() or "cpu"),
+        "device": str(device), "device_name": name,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_count": psutil.cpu_count(),
+        "isa_caps": {k: v for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+                     if (v := os.environ.get(k))},
+        "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "loadavg_start": os.getloadavg(), "mem_available_bytes": psutil.virtual_memory().available,
+    }  # fmt: skip
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     def checked(parse, allowed: str, ok):
         """An argparse type: `parse` of the text, refused unless `ok` (the message names the value and `allowed`)."""
@@ -516,17 +535,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
-    host = "".join(c if c.isalnum() or c in "._-" else "_" for c in socket.gethostname() or "cpu")
-    out_path = args.out or ROOT / "benchmarks" / f"bench_{host}{'_cuda' if cuda else ''}.json"
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    cpu = next((x.split(":", 1)[1].strip() for x in cpuinfo.splitlines() if x.startswith("model name")), "")
-    name = torch.cuda.get_device_name(device) if cuda else cpu or platform.processor()
-    machine = {"host": host, "device": str(device), "device_name": name, "cpu_count": psutil.cpu_count(),
-               "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "loadavg_start": os.getloadavg(), "mem_available_bytes": psutil.virtual_memory().available}  # fmt: skip
+    out_path = args.out or ROOT / "benchmarks" / f"bench_{machine_info()['host']}{'_cuda' if cuda else ''}.json"
+    machine = machine_info(device)
     results = {"machine": machine, "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
-    print(f"{name} | {device} | torch {torch.__version__} | {torch.get_num_threads()} thread(s) | {args.only}")
+    print(
+        f"{machine['device_name']} | {machine['cpu_capability']} | {device} | torch {torch.__version__} | "
+        f"{torch.get_num_threads()} thread(s) | {args.only}"
+    )
     agents = {kind: load_agent(f) for kind, f in (("dqn", "dqn_atari"), ("sac", "sac_simba"))}
     sections = {
         "peak": lambda: bench_peak(device, args.gemm_n, args.seconds),

@@ -1,109 +1,139 @@
 #!/usr/bin/env bash
-# Side by side: env steps/s of CleanRL's cleanrl/dqn_atari.py and of our agents/dqn_atari.py with the same settings
-# (BreakoutNoFrameskip-v4, one env, replay ratio 0.25, learning from env step 1,000), run back to back with one torch
-# thread each: CleanRL, ours (the serial loop, CleanRL's order), ours with --overlap (updates in a background thread,
-# acting one learning step behind).
-# How to set CleanRL up and read the output: benchmarks/README.md, "CleanRL side by side".
+# Side by side: env steps/s of a CleanRL script and of our agent with the same settings, CPU, one torch thread each,
+# alternating rounds (CleanRL, ours, ours variant, CleanRL, ...) so that drift of the machine hits all alike.
 #
-# It fetches nothing and copies no CleanRL code: give it a CleanRL checkout and a Python that runs it.
+#   scripts/bench_cleanrl.sh {dqn,sac} CLEANRL_DIR CLEANRL_PYTHON [TOTAL_TIMESTEPS] [ROUNDS]
 #
-#   scripts/bench_cleanrl.sh CLEANRL_DIR CLEANRL_PYTHON [TOTAL_TIMESTEPS]      (default 6000 env steps)
+# dqn: CleanRL's cleanrl/dqn_atari.py against agents/dqn_atari.py (the default, background learner) and
+#      agents/dqn_atari.py --no-overlap (the serial loop, CleanRL's order): BreakoutNoFrameskip-v4, one env, replay
+#      ratio 0.25, learning from env step 1,000, buffer BUFFER_SIZE (default 100000). TOTAL_TIMESTEPS default 6000.
+# sac: CleanRL's cleanrl/sac_continuous_action.py (MLP 256x2, one critic update per env step, batch 256) against
+#      agents/sac_simba.py at CleanRL's widths (SimBa 256 wide, one block each, action repeat 1, replay ratio 1,
+#      batch 256) and at SimBa's widths (its defaults: actor 128x1, critics 512x2, action repeat 2, replay ratio 2 =
+#      one update per env step): Humanoid-v4, learning from env step 5,000. TOTAL_TIMESTEPS default 7000.
+# ROUNDS default 2. It prints the CPU and torch's CPU capability, every run's env steps/s while learning (from the
+# wall-clock stamps of the charts/SPS events all scripts write while learning: (last step - first step) / (last
+# stamp - first stamp)), then per script the median and range over rounds and the ratio of medians to CleanRL.
+# SUMMARY (default: summary.json in OUT_DIR) receives the figures under the key dqn or sac, with the machine; an
+# existing SUMMARY keeps its other key, so one file per machine holds both. OUT_DIR (default: a new temporary
+# directory) receives the runs and logs; OURS_PYTHON (default: python) runs our agents and the summary.
+# ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 make an AVX-512 host run AVX2 kernels.
 #
-# Both get --buffer-size BUFFER_SIZE (default 100000): CleanRL's buffer stores whole 4-frame stacks, 26 GiB at its
-# default 1M, which machines with less memory refuse to allocate; sampling cost hardly depends on the size.
-# OURS_PYTHON (default: python) runs our agent and reads both runs' tensorboard events; OUT_DIR (default: a new
-# temporary directory) receives both runs and the logs. Both runs get OMP_NUM_THREADS=1 (CleanRL never sets torch's
-# thread count; ours also gets --threads 1) and the CPU (--no-cuda for CleanRL, --device cpu for ours).
+# It fetches nothing and copies no CleanRL code: give it a CleanRL checkout and a Python that runs it (setup:
+# benchmarks/README.md, "CleanRL side by side").
 set -euo pipefail
 
-usage="usage: $0 CLEANRL_DIR CLEANRL_PYTHON [TOTAL_TIMESTEPS]"
-CLEANRL_DIR=${1:?$usage}
-CLEANRL_PYTHON=${2:?$usage}
-TOTAL=${3:-6000}
+usage="usage: $0 {dqn,sac} CLEANRL_DIR CLEANRL_PYTHON [TOTAL_TIMESTEPS] [ROUNDS]"
+AGENT=${1:?$usage}
+CLEANRL_DIR=${2:?$usage}
+CLEANRL_PYTHON=${3:?$usage}
 OURS_PYTHON=${OURS_PYTHON:-python}
-LEARNING_STARTS=1000
 BUFFER_SIZE=${BUFFER_SIZE:-100000}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 OUT_DIR=${OUT_DIR:-$(mktemp -d /tmp/bench_cleanrl.XXXXXX)}
-
-if [[ ! -f "$CLEANRL_DIR/cleanrl/dqn_atari.py" ]]; then
-    echo "error: CLEANRL_DIR=$CLEANRL_DIR has no cleanrl/dqn_atari.py (give the root of a CleanRL checkout)" >&2
+case $AGENT in
+    dqn)
+        SCRIPT=cleanrl/dqn_atari.py LEARNING_STARTS=1000 TOTAL=${4:-6000}
+        CLEANRL_FLAGS=(--env-id BreakoutNoFrameskip-v4 --buffer-size "$BUFFER_SIZE")
+        COMMON=(agents/dqn_atari.py --env-id BreakoutNoFrameskip-v4 --buffer-size "$BUFFER_SIZE")
+        VARIANTS=(ours serial)
+        FLAGS_ours=() FLAGS_serial=(--no-overlap)
+        ;;
+    sac)
+        SCRIPT=cleanrl/sac_continuous_action.py LEARNING_STARTS=5000 TOTAL=${4:-7000}
+        CLEANRL_FLAGS=(--env-id Humanoid-v4)
+        COMMON=(agents/sac_simba.py --env-id Humanoid-v4 --eval-every 0)
+        VARIANTS=(ours_cleanrl_widths ours_simba_widths)
+        FLAGS_ours_cleanrl_widths=(--actor-hidden 256 --actor-blocks 1 --critic-hidden 256 --critic-blocks 1
+                                   --action-repeat 1 --replay-ratio 1 --batch-size 256)
+        FLAGS_ours_simba_widths=()
+        ;;
+    *) echo "error: the agent '$AGENT' is not one of: dqn, sac" >&2; exit 2 ;;
+esac
+ROUNDS=${5:-2}
+SUMMARY=${SUMMARY:-$OUT_DIR/summary.json}
+if [[ ! -f "$CLEANRL_DIR/$SCRIPT" ]]; then
+    echo "error: CLEANRL_DIR=$CLEANRL_DIR has no $SCRIPT (give the root of a CleanRL checkout)" >&2
     exit 2
 fi
 if ! [[ "$TOTAL" =~ ^[0-9]+$ ]] || (( TOTAL <= LEARNING_STARTS + 1000 )); then
     echo "error: TOTAL_TIMESTEPS=$TOTAL must be an integer > $((LEARNING_STARTS + 1000)) env steps" >&2
     exit 2
 fi
+if ! [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]]; then
+    echo "error: ROUNDS=$ROUNDS must be an integer >= 1" >&2
+    exit 2
+fi
 mkdir -p "$OUT_DIR"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1
-echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$OUT_DIR/load.txt"
+"$OURS_PYTHON" -c "
+import platform, torch
+cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor())
+print(f'CPU: {cpu}; torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}')"
 
-# CleanRL: its script unchanged. ale-py >= 0.9 registers the Atari ids only when imported, which CleanRL's script
-# (written for ale-py 0.8's entry point) does not do, so the interpreter imports it first.
-echo "== CleanRL cleanrl/dqn_atari.py, $TOTAL env steps"
-(
-    cd "$CLEANRL_DIR"
-    "$CLEANRL_PYTHON" -c "
-import runpy, sys
-try:
-    import ale_py  # noqa: F401
-except ImportError:
-    pass
-sys.argv = ['cleanrl/dqn_atari.py'] + sys.argv[1:]
-runpy.run_path('cleanrl/dqn_atari.py', run_name='__main__')
-" --env-id BreakoutNoFrameskip-v4 --learning-starts "$LEARNING_STARTS" --total-timesteps "$TOTAL" --no-cuda \
-        --buffer-size "$BUFFER_SIZE" --exp-name bench_cleanrl
-) > "$OUT_DIR/cleanrl.log" 2>&1
-CLEANRL_RUN=$(ls -td "$CLEANRL_DIR"/runs/BreakoutNoFrameskip-v4__bench_cleanrl__* | head -1)
-echo "load average between: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT_DIR/load.txt"
-
-for variant in ours overlap; do
-    echo "== $variant agents/dqn_atari.py, $TOTAL env steps"
+for round in $(seq 1 "$ROUNDS"); do
+    echo "load average before round $round: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT_DIR/load.txt"
+    # CleanRL: its script unchanged, in its own run directory. ale-py >= 0.9 registers the Atari ids only when
+    # imported, which CleanRL's script (written for ale-py 0.8's entry point) does not do, so the interpreter does.
+    echo "== round $round: CleanRL $SCRIPT, $TOTAL env steps"
+    mkdir -p "$OUT_DIR/cleanrl_$round"
     (
-        cd "$REPO"
-        "$OURS_PYTHON" agents/dqn_atari.py --env-id BreakoutNoFrameskip-v4 --learning-starts "$LEARNING_STARTS" \
-            --total-timesteps "$TOTAL" --buffer-size "$BUFFER_SIZE" --threads 1 --device cpu \
-            --run-dir "$OUT_DIR/$variant" --start-over $([[ $variant == overlap ]] && echo --overlap)
-    ) > "$OUT_DIR/$variant.log" 2>&1
-    echo "load average after $variant: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT_DIR/load.txt"
+        cd "$OUT_DIR/cleanrl_$round"
+        PYTHONPATH="$CLEANRL_DIR" "$CLEANRL_PYTHON" -c "
+import contextlib, runpy, sys
+with contextlib.suppress(ImportError):
+    import ale_py  # noqa: F401
+sys.argv = ['$SCRIPT'] + sys.argv[1:]
+runpy.run_path('$CLEANRL_DIR/$SCRIPT', run_name='__main__')
+" "${CLEANRL_FLAGS[@]}" --learning-starts "$LEARNING_STARTS" --total-timesteps "$TOTAL" --no-cuda --exp-name bench
+    ) > "$OUT_DIR/cleanrl_$round.log" 2>&1
+    for variant in "${VARIANTS[@]}"; do
+        echo "== round $round: $variant, $TOTAL env steps"
+        flags="FLAGS_$variant[@]"
+        (
+            cd "$REPO"
+            "$OURS_PYTHON" "${COMMON[@]}" --learning-starts "$LEARNING_STARTS" --total-timesteps "$TOTAL" \
+                --threads 1 --device cpu --run-dir "$OUT_DIR/${variant}_$round" --start-over "${!flags}"
+        ) > "$OUT_DIR/${variant}_$round.log" 2>&1
+    done
 done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT_DIR/load.txt"
 
-# Both scripts log charts/SPS = env steps since the start / seconds since the start. The learning-phase rate comes
-# from the wall-clock stamps of those events: (last step - first step) / (last stamp - first stamp).
-"$OURS_PYTHON" - "$CLEANRL_RUN" "$OUT_DIR/ours" "$OUT_DIR/overlap" "$OUT_DIR/summary.json" <<'EOF'
+PYTHONPATH="$REPO/scripts" "$OURS_PYTHON" - "$AGENT" "$OUT_DIR" "$SUMMARY" "$TOTAL" "cleanrl ${VARIANTS[*]}" <<'EOF'
 import json
+import statistics
 import sys
+from pathlib import Path
 
+from bench import machine_info
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+agent, out_dir, summary_path, total, variants = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), *sys.argv[4:]
 
-def rates(run_dir):
-    acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+
+def learning_rate(run_dir: Path) -> float:
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
-    events = acc.Scalars("charts/SPS")
-    first, last = events[0], events[-1]
-    return {
-        "run_dir": run_dir,
-        "sps_overall": last.value,
-        "sps_learning": (last.step - first.step) / (last.wall_time - first.wall_time),
-        "steps": [first.step, last.step],
-    }
+    first, last = (events := acc.Scalars("charts/SPS"))[0], events[-1]
+    return (last.step - first.step) / (last.wall_time - first.wall_time)
 
 
-summary = {"cleanrl": rates(sys.argv[1]), "ours": rates(sys.argv[2]), "overlap": rates(sys.argv[3])}
-for name in ("ours", "overlap"):
-    for key in ("overall", "learning"):
-        summary[f"ratio_{key}" + ("" if name == "ours" else "_overlap")] = (
-            summary[name][f"sps_{key}"] / summary["cleanrl"][f"sps_{key}"]
-        )
-with open(sys.argv[4], "w") as f:
-    json.dump(summary, f, indent=2)
-for name in ("cleanrl", "ours", "overlap"):
-    r = summary[name]
-    print(f"{name:>8}: {r['sps_overall']:7.1f} env steps/s overall, {r['sps_learning']:7.1f} while learning "
-          f"(env steps {r['steps'][0]}-{r['steps'][1]})")
-print(f"   ratio: {summary['ratio_overall']:.2f}x overall, {summary['ratio_learning']:.2f}x while learning")
-print(f"   ratio with --overlap: {summary['ratio_overall_overlap']:.2f}x overall, "
-      f"{summary['ratio_learning_overlap']:.2f}x while learning")
+runs = {}
+for variant in variants.split():
+    for round_ in range(1, 1000):
+        if not (run_dir := out_dir / f"{variant}_{round_}").is_dir():
+            break
+        # CleanRL writes runs/<name>/ under its working directory
+        runs.setdefault(variant, []).append(learning_rate(next(run_dir.rglob("events.out.tfevents.*")).parent))
+result = {"total_timesteps": int(total), "load": (out_dir / "load.txt").read_text().splitlines()}
+for variant, rates in runs.items():
+    median = statistics.median(rates)
+    ratio = median / statistics.median(runs["cleanrl"])
+    result[variant] = {"sps_learning": rates, "median": median, "ratio_to_cleanrl": ratio}
+    print(f"{variant:>20}: {median:7.1f} env steps/s while learning (median of {len(rates)}: "
+          f"{min(rates):.1f}-{max(rates):.1f}), {ratio:.2f}x CleanRL")
+summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+summary.update({"machine": machine_info(), agent: result})
+summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+print(f"wrote {summary_path}; logs and runs in {out_dir}")
 EOF
-echo "logs and runs in $OUT_DIR"

@@ -71,9 +71,10 @@ def test_branch_refusals(tmp_path):
 
 
 def test_an_overlap_branch_injects_and_acts_with_the_new_network(tmp_path):
-    # --overlap's actor must take the branch's own network: plasticity injection at the branch point changes it.
+    # --overlap's (the default's) actor must take the branch's own network: plasticity injection at the branch point
+    # changes it.
     source = tmp_path / "source"
-    run_agent("dqn_atari", *SOURCE, "--overlap", "--total-timesteps", "200", "--run-dir", str(source))
+    run_agent("dqn_atari", *SOURCE, "--total-timesteps", "200", "--run-dir", str(source))
     branch = tmp_path / "pi"
     run_agent("dqn_atari", "--branch-from", str(source), "--total-timesteps", "240", "--reset", "pi",
               "--reset-at-start", "--run-dir", str(branch))  # fmt: skip
