@@ -529,7 +529,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse
     add("--raw-gap-threshold", type=float, default=None, help="optimality-gap threshold on raw returns (none: no gap)")
     add("--scores", type=Path, default=SCORES_CSV, help="Atari reference table (CSV)")
     add("--window-metric", default="charts/episodic_return", help="branches: scalar tag of the windows (game return)")
-    for window, what in (("pre", "before the branch point (source run)"), ("early", "after it"), ("last", "the end")):
+    for window, what in (("pre", "before the branch point (source run)"), ("early", "after it"), ("last", "at the end")):
         add(f"--window-{window}", type=int, default=WINDOWS[window],
             help=f"branches: env steps of the window {what} (default {WINDOWS[window]})")  # fmt: skip
     add("--health", action="store_true", help="check each run's memory and time per env step instead (see `health`)")

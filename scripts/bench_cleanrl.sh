@@ -86,7 +86,7 @@ with contextlib.suppress(ImportError):
 sys.argv = ['$SCRIPT'] + sys.argv[1:]
 runpy.run_path('$CLEANRL_DIR/$SCRIPT', run_name='__main__')
 " "${CLEANRL_FLAGS[@]}" --learning-starts "$LEARNING_STARTS" --total-timesteps "$TOTAL" --no-cuda --exp-name bench
-    ) > "$OUT_DIR/cleanrl_$round.log" 2>&1
+    ) > "$OUT_DIR/cleanrl_$round.log" 2>&1 || { echo "error: CleanRL failed: $OUT_DIR/cleanrl_$round.log" >&2; exit 1; }
     for variant in "${VARIANTS[@]}"; do
         echo "== round $round: $variant, $TOTAL env steps"
         flags="FLAGS_$variant[@]"
@@ -94,7 +94,7 @@ runpy.run_path('$CLEANRL_DIR/$SCRIPT', run_name='__main__')
             cd "$REPO"
             "$OURS_PYTHON" "${COMMON[@]}" --learning-starts "$LEARNING_STARTS" --total-timesteps "$TOTAL" \
                 --threads 1 --device cpu --run-dir "$OUT_DIR/${variant}_$round" --start-over "${!flags}"
-        ) > "$OUT_DIR/${variant}_$round.log" 2>&1
+        ) > "$OUT_DIR/${variant}_$round.log" 2>&1 || { echo "error: failed: $OUT_DIR/${variant}_$round.log" >&2; exit 1; }
     done
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT_DIR/load.txt"
