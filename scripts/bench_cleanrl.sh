@@ -8,9 +8,10 @@
 #      agents/dqn_atari.py --no-overlap (the serial loop, CleanRL's order): BreakoutNoFrameskip-v4, one env, replay
 #      ratio 0.25, learning from env step 1,000, buffer BUFFER_SIZE (default 100000). TOTAL_TIMESTEPS default 6000.
 # sac: CleanRL's cleanrl/sac_continuous_action.py (MLP 256x2, one critic update per env step, batch 256) against
-#      agents/sac_simba.py at CleanRL's widths (SimBa 256 wide, one block each, action repeat 1, replay ratio 1,
-#      batch 256) and at SimBa's widths (its defaults: actor 128x1, critics 512x2, action repeat 2, replay ratio 2 =
-#      one update per env step): Humanoid-v4, learning from env step 5,000. TOTAL_TIMESTEPS default 7000.
+#      agents/sac_simba.py at CleanRL's FLOPs (SimBa 128 wide with one block, whose 4x-wide MLP gives about the
+#      multiply-adds of a 256x2 MLP; action repeat 1, replay ratio 1, batch 256) and at SimBa's widths (its defaults:
+#      actor 128x1, critics 512x2, action repeat 2, replay ratio 2 = one update per env step): Humanoid-v4, learning
+#      from env step 5,000. TOTAL_TIMESTEPS default 7000.
 # ROUNDS default 2. It prints the CPU and torch's CPU capability, every run's env steps/s while learning (from the
 # wall-clock stamps of the charts/SPS events all scripts write while learning: (last step - first step) / (last
 # stamp - first stamp)), then per script the median and range over rounds and the ratio of medians to CleanRL.
@@ -43,9 +44,9 @@ case $AGENT in
         SCRIPT=cleanrl/sac_continuous_action.py LEARNING_STARTS=5000 TOTAL=${4:-7000}
         CLEANRL_FLAGS=(--env-id Humanoid-v4)
         COMMON=(agents/sac_simba.py --env-id Humanoid-v4 --eval-every 0)
-        VARIANTS=(ours_cleanrl_widths ours_simba_widths)
-        FLAGS_ours_cleanrl_widths=(--actor-hidden 256 --actor-blocks 1 --critic-hidden 256 --critic-blocks 1
-                                   --action-repeat 1 --replay-ratio 1 --batch-size 256)
+        VARIANTS=(ours_cleanrl_flops ours_simba_widths)
+        FLAGS_ours_cleanrl_flops=(--actor-hidden 128 --actor-blocks 1 --critic-hidden 128 --critic-blocks 1
+                                  --action-repeat 1 --replay-ratio 1 --batch-size 256)
         FLAGS_ours_simba_widths=()
         ;;
     *) echo "error: the agent '$AGENT' is not one of: dqn, sac" >&2; exit 2 ;;
