@@ -121,7 +121,10 @@ def read_scalars(run_dir: str | Path) -> pd.DataFrame:
 def read_run_config(run_dir: str | Path) -> dict:
     """``env_id``, ``method`` (the agent's ``reset``), ``replay_ratio`` and ``seed`` from the run's ``config.json``;
     for a branch (``history[0]`` of mode ``branch``) ``branch_step`` (its source checkpoint's env step, else 0) and
-    ``source`` (the directory of that checkpoint, else None); the whole file under ``config``.
+    ``source`` (the directory of that checkpoint, else None); the whole file under ``config``. A branch from a source's
+    final checkpoint gets the source's ``total_timesteps`` as its ``branch_step``: an agent step of several env steps
+    (SAC's action repeat) can end a run up to ``action_repeat - 1`` env steps past it, and seeds that overshoot
+    differently must still line up at one branch point.
 
     Raises:
         ValueError: a key is missing (the message names the run directory and the keys).
@@ -131,9 +134,13 @@ def read_run_config(run_dir: str | Path) -> dict:
         raise ValueError(f"run directory {run_dir}: config.json has no {missing}")
     first = (config.get("history") or [{}])[0]
     source = first.get("source") if first.get("mode") == "branch" else None
+    branch_step = int(source["env_step"]) if source else 0
+    if source:
+        with contextlib.suppress(OSError, ValueError, KeyError):  # the source's config, where it still is
+            planned = json.loads((Path(source["path"]).parent / "config.json").read_text())["total_timesteps"]
+            branch_step = min(int(planned), branch_step)
     return {"env_id": str(config["env_id"]), "method": str(config["reset"]),
-            "replay_ratio": float(config["replay_ratio"]), "seed": int(config["seed"]),
-            "branch_step": int(source["env_step"]) if source else 0,
+            "replay_ratio": float(config["replay_ratio"]), "seed": int(config["seed"]), "branch_step": branch_step,
             "source": Path(source["path"]).parent.resolve() if source else None, "config": config}  # fmt: skip
 
 
@@ -529,7 +536,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse
     add("--raw-gap-threshold", type=float, default=None, help="optimality-gap threshold on raw returns (none: no gap)")
     add("--scores", type=Path, default=SCORES_CSV, help="Atari reference table (CSV)")
     add("--window-metric", default="charts/episodic_return", help="branches: scalar tag of the windows (game return)")
-    for window, what in (("pre", "before the branch point (source run)"), ("early", "after it"), ("last", "at the end")):
+    windows = (("pre", "before the branch point (source run)"), ("early", "after it"), ("last", "at the end"))
+    for window, what in windows:
         add(f"--window-{window}", type=int, default=WINDOWS[window],
             help=f"branches: env steps of the window {what} (default {WINDOWS[window]})")  # fmt: skip
     add("--health", action="store_true", help="check each run's memory and time per env step instead (see `health`)")
