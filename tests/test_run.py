@@ -90,7 +90,9 @@ def test_bare_resume_uses_the_runs_own_flags_and_refuses_a_changed_meaning(tmp_p
     assert "--critic-hidden" in proc.stderr and "128" in proc.stderr and "64" in proc.stderr
     assert (run_dir / "config.json").read_bytes() == config, "a refused resume must not touch config.json"
     run_agent("sac_simba", "--resume", str(run_dir), "--total-timesteps", "300")
-    assert checkpoint(run_dir)["global_step"] == 300 and json.loads((run_dir / "result.json").read_text())["finished"]
+    # At action repeat 2 a Humanoid episode that ends on the first repeated step takes 1 env step: 300 or 301.
+    assert checkpoint(run_dir)["global_step"] in (300, 301)
+    assert json.loads((run_dir / "result.json").read_text())["finished"]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["critic_hidden"] == 64 and config["total_timesteps"] == 300
     history = config["history"]
