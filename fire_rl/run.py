@@ -220,9 +220,8 @@ class Run:
         self.started = False
         self._stop = GracefulStop()
         self._lock_fd: int | None = None
-        self._log_lock = (
-            threading.Lock()
-        )  # --overlap logs from the learner thread too; a TextIOWrapper is not thread-safe
+        # --overlap logs from the learner thread too; a TextIOWrapper is not thread-safe
+        self._log_lock = threading.Lock()
         self._process = psutil.Process()
         self._sps_mark = (time.time(), self.start_step)
         self.rng = np.random.default_rng(args.seed)  # the agent's own draws (DQN's exploration), checkpointed
@@ -237,14 +236,16 @@ class Run:
 
     def start(self, state: dict[str, Any], buffer: Any) -> dict | None:
         """Lock the run directory, open its logs, then `restore` `state` and `buffer` from the checkpoint (if any) and
-        apply a branch's ``--reset-at-start`` (``state["scheduler"]``, then ``state["regularizer"].on_reset()``). Call
-        once every check has passed and before the first env step.
+        apply a branch's ``--reset-at-start`` (``state["scheduler"]``, then, if it reset,
+        ``state["regularizer"].on_reset()``). Call once every check has passed and before the first env step.
 
         Returns:
             The checkpoint payload, or None for a fresh run.
 
         Raises:
             ValueError: another process holds the run directory (its pid is named), or it holds another run.
+            FloatingPointError: the branch's reset produced a NaN or Inf (`ResetScheduler.step`).
+            RuntimeError: a `state` object does not fit the checkpoint (its ``load_state_dict``).
         """
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = lock_run_dir(self.dir)
@@ -277,8 +278,8 @@ class Run:
             print(f"{self.dir}: {how} at env step {self.start_step:,} (update {self.checkpoint['update_step']:,})")
         ckpt = self.restore(state, buffer)
         if self.branched and self.args.reset_at_start:
-            state["scheduler"].step(self.start_step, ckpt["update_step"])
-            state["regularizer"].on_reset()
+            if state["scheduler"].step(self.start_step, ckpt["update_step"]) is not None:  # None under --reset none
+                state["regularizer"].on_reset()
         return ckpt
 
     def _move_aside(self) -> None:
@@ -304,8 +305,10 @@ class Run:
             with open(source, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     digest.update(chunk)
+            # total_timesteps: the source's planned end, which an action repeat can overshoot (scripts/aggregate.py)
             entry.update(mode="branch", args=args, source={"path": str(source.resolve()), "sha256": digest.hexdigest(),
-                         "env_step": self.start_step, "update_step": self.checkpoint["update_step"]})  # fmt: skip
+                         "env_step": self.start_step, "update_step": self.checkpoint["update_step"],
+                         "total_timesteps": self.checkpoint["args"]["total_timesteps"]})  # fmt: skip
         else:
             saved = self.checkpoint["args"]
             overrides = {k: v for k, v in args.items() if k not in ("resume", "run_dir") and saved.get(k) != v}

@@ -122,9 +122,9 @@ def read_run_config(run_dir: str | Path) -> dict:
     """``env_id``, ``method`` (the agent's ``reset``), ``replay_ratio`` and ``seed`` from the run's ``config.json``;
     for a branch (``history[0]`` of mode ``branch``) ``branch_step`` (its source checkpoint's env step, else 0) and
     ``source`` (the directory of that checkpoint, else None); the whole file under ``config``. A branch from a source's
-    final checkpoint gets the source's ``total_timesteps`` as its ``branch_step``: an agent step of several env steps
-    (SAC's action repeat) can end a run up to ``action_repeat - 1`` env steps past it, and seeds that overshoot
-    differently must still line up at one branch point.
+    final checkpoint gets the source's ``total_timesteps`` (recorded in the branch's history) as its ``branch_step``:
+    an agent step of several env steps (SAC's action repeat) can end a run up to ``action_repeat - 1`` env steps past
+    it, and seeds that overshoot differently must still line up at one branch point.
 
     Raises:
         ValueError: a key is missing (the message names the run directory and the keys).
@@ -134,11 +134,11 @@ def read_run_config(run_dir: str | Path) -> dict:
         raise ValueError(f"run directory {run_dir}: config.json has no {missing}")
     first = (config.get("history") or [{}])[0]
     source = first.get("source") if first.get("mode") == "branch" else None
-    branch_step = int(source["env_step"]) if source else 0
-    if source:
-        with contextlib.suppress(OSError, ValueError, KeyError):  # the source's config, where it still is
-            planned = json.loads((Path(source["path"]).parent / "config.json").read_text())["total_timesteps"]
-            branch_step = min(int(planned), branch_step)
+    # A branch from its source's final checkpoint lines up at the source's planned end, which SAC's action repeat can
+    # overshoot by up to action_repeat - 1 env steps (runs branched before this was recorded: the exact step).
+    branch_step = (
+        min(int(source["env_step"]), int(source.get("total_timesteps") or source["env_step"])) if source else 0
+    )
     return {"env_id": str(config["env_id"]), "method": str(config["reset"]),
             "replay_ratio": float(config["replay_ratio"]), "seed": int(config["seed"]), "branch_step": branch_step,
             "source": Path(source["path"]).parent.resolve() if source else None, "config": config}  # fmt: skip

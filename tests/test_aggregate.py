@@ -433,23 +433,27 @@ def test_branches_line_up_at_the_branch_point(agg, tmp_path):
 
 
 def test_seeds_that_overshoot_the_branch_point_line_up(agg, tmp_path):
-    # SAC's action repeat ends a pretraining to BRANCH_AT at BRANCH_AT or BRANCH_AT + 1: both are one branch point.
-    write_branch_sweep(tmp_path, seeds=(0, 1))
-    source = {"env_id": "h1-walk-v0", "reset": "none", "replay_ratio": 1.0, "total_timesteps": BRANCH_AT}
-    for seed, overshoot in ((0, 0), (1, 1)):
-        (tmp_path / f"pre__s{seed}" / "config.json").write_text(json.dumps(source | {"seed": seed}))
+    # SAC's action repeat ends a pretraining to BRANCH_AT at BRANCH_AT or BRANCH_AT + 1: both are one branch point,
+    # the source's planned end that the branch's history records.
+    write_branch_sweep(tmp_path, seeds=(0, 1, 2))
+    for seed, env_step, planned in (
+        (0, BRANCH_AT, BRANCH_AT),
+        (1, BRANCH_AT + 1, BRANCH_AT),
+        (2, BRANCH_AT, 2 * BRANCH_AT),
+    ):
         for method in METHODS:
             path = tmp_path / f"{method}__s{seed}" / "config.json"
             cfg = json.loads(path.read_text())
-            cfg["history"][0]["source"]["env_step"] = BRANCH_AT + overshoot
+            cfg["history"][0]["source"] |= {"env_step": env_step, "total_timesteps": planned}
             path.write_text(json.dumps(cfg))
-    _, runs, _ = agg.load_runs([tmp_path])
-    assert (runs["branch_step"] == BRANCH_AT).all()
-    # A branch from a checkpoint before the source's end keeps that checkpoint's step.
-    longer = source | {"seed": 1, "total_timesteps": 2 * BRANCH_AT}
-    (tmp_path / "pre__s1" / "config.json").write_text(json.dumps(longer))
     runs = agg.load_runs([tmp_path])[1].set_index("run")
-    assert runs.loc["fire__s1", "branch_step"] == BRANCH_AT + 1 and runs.loc["fire__s0", "branch_step"] == BRANCH_AT
+    assert (runs.loc[["fire__s0", "fire__s1", "none__s1", "pre__s1"], "branch_step"] == BRANCH_AT).all()
+    # A branch from a checkpoint before the source's planned end keeps that checkpoint's step.
+    assert runs.loc["fire__s2", "branch_step"] == BRANCH_AT and runs.loc["pre__s2", "branch_step"] == BRANCH_AT
+    cfg = json.loads((tmp_path / "fire__s2" / "config.json").read_text())
+    cfg["history"][0]["source"] |= {"env_step": BRANCH_AT + 1}
+    (tmp_path / "fire__s2" / "config.json").write_text(json.dumps(cfg))
+    assert agg.load_runs([tmp_path / "fire__s2"])[1]["branch_step"].tolist() == [BRANCH_AT + 1]
 
 
 def test_window_scores_and_their_aggregates_closed_forms(agg, tmp_path):

@@ -38,6 +38,7 @@ def test_branches_start_from_the_checkpoint_and_differ_only_by_their_reset(tmp_p
     assert [h["mode"] for h in history] == ["branch"]
     sha256 = hashlib.sha256((source / "checkpoint.pt").read_bytes()).hexdigest()
     assert history[0]["source"]["sha256"] == sha256 and history[0]["source"]["env_step"] == 200
+    assert history[0]["source"]["total_timesteps"] == 200, "the source's planned end, where aggregate lines it up"
     assert (source / "result.json").exists() and checkpoint(source)["global_step"] == 200, "the source is untouched"
 
 
@@ -81,3 +82,19 @@ def test_an_overlap_branch_injects_and_acts_with_the_new_network(tmp_path):
     ckpt = checkpoint(branch)
     assert [e["global_step"] for e in reset_events(branch)] == [200]
     assert ckpt["actor"].keys() == ckpt["q_network"].keys(), "the actor has the injected structure"
+
+
+def test_reset_at_start_without_a_reset_leaves_the_regularizer_alone(tmp_path):
+    # --reset none --reset-at-start resets nothing, so SWR's re-init (on_reset) must not run either: the branch is the
+    # plain branch, bit for bit.
+    source = tmp_path / "source"
+    run_agent("dqn_atari", *SOURCE, "--regularizer", "swr", "--swr-reinit", "--total-timesteps", "200", "--run-dir",
+              str(source))  # fmt: skip
+    plain, at_start = tmp_path / "plain", tmp_path / "at_start"
+    run_agent("dqn_atari", "--branch-from", str(source), "--total-timesteps", "240", "--run-dir", str(plain))
+    run_agent("dqn_atari", "--branch-from", str(source), "--total-timesteps", "240", "--reset-at-start", "--run-dir",
+              str(at_start))  # fmt: skip
+    a, b = checkpoint(plain), checkpoint(at_start)
+    assert not reset_events(at_start)
+    for key in ("regularizer", "q_network", "optimizer"):
+        assert_same(a[key], b[key], key)
