@@ -38,11 +38,6 @@ class ReplayBatch(NamedTuple):
     dones: torch.Tensor
 
 
-def _int(name: str, value: Any, minimum: int) -> int:
-    check_range(name, value, minimum, integer=True)
-    return int(value)
-
-
 def _check_device(device: str | torch.device) -> torch.device:
     try:
         return torch.device(device)
@@ -153,9 +148,9 @@ class AtariReplayBuffer:
         seed: int | None = None,
         channels_last: bool = False,
     ):
-        num_envs = _int("num_envs", num_envs, 1)
-        frame_stack = _int("frame_stack", frame_stack, 1)
-        capacity = _int("capacity", capacity, 1)
+        num_envs = check_range("num_envs", num_envs, 1, integer=True)
+        frame_stack = check_range("frame_stack", frame_stack, 1, integer=True)
+        capacity = check_range("capacity", capacity, 1, integer=True)
         if capacity < num_envs * (frame_stack + 1):
             raise ValueError(
                 f"capacity must be >= num_envs * (frame_stack + 1) = {num_envs * (frame_stack + 1)} slots, "
@@ -198,8 +193,8 @@ class AtariReplayBuffer:
         """Bytes the buffer allocates, without allocating: ``num_envs * ceil(capacity / num_envs) * (H * W + 16)``, one
         uint8 frame and 16 bytes of per-slot data (7.07e9 for 1M slots of 84x84); ValueError for `capacity` or
         `num_envs` < 1."""
-        capacity = _int("capacity", capacity, 1)
-        num_envs = _int("num_envs", num_envs, 1)
+        capacity = check_range("capacity", capacity, 1, integer=True)
+        num_envs = check_range("num_envs", num_envs, 1, integer=True)
         slots = num_envs * math.ceil(capacity / num_envs)
         return slots * (int(np.prod(frame_shape)) + AtariReplayBuffer._SLOT_METADATA_BYTES)
 
@@ -341,7 +336,7 @@ class AtariReplayBuffer:
         Raises:
             ValueError: `batch_size` < 1 or larger than ``len(self)``.
         """
-        batch_size, stored = _int("batch_size", batch_size, 1), len(self)
+        batch_size, stored = check_range("batch_size", batch_size, 1, integer=True), len(self)
         if batch_size > stored:
             raise ValueError(f"batch_size {batch_size} exceeds the {stored} transitions the buffer can sample")
         env, position = self._draw(batch_size, self.rng if rng is None else rng)
@@ -417,7 +412,7 @@ class ReplayBuffer:
         device: str | torch.device = "cpu",
         seed: int | None = None,
     ):
-        self.capacity = _int("capacity", capacity, 1)
+        self.capacity = check_range("capacity", capacity, 1, integer=True)
         self.obs_shape = self._check_shape("obs_shape", obs_shape)
         self.action_shape = self._check_shape("action_shape", action_shape)
         self.device = _check_device(device)
@@ -446,7 +441,7 @@ class ReplayBuffer:
     def memory_bytes(capacity: int, obs_shape: Sequence[int], action_shape: Sequence[int]) -> int:
         """Bytes the buffer allocates: ``capacity * (8 * obs_dim + 4 * act_dim + 6)`` (obs and next_obs, actions and
         reward float32, two flags); ValueError for `capacity` < 1."""
-        capacity = _int("capacity", capacity, 1)
+        capacity = check_range("capacity", capacity, 1, integer=True)
         return capacity * (8 * int(np.prod(obs_shape)) + 4 * int(np.prod(action_shape)) + 4 + 2)
 
     def __len__(self) -> int:
@@ -500,7 +495,7 @@ class ReplayBuffer:
         Raises:
             ValueError: `batch_size` < 1 or larger than ``len(self)``.
         """
-        batch_size = _int("batch_size", batch_size, 1)
+        batch_size = check_range("batch_size", batch_size, 1, integer=True)
         if batch_size > len(self):
             raise ValueError(f"batch_size {batch_size} exceeds the {len(self)} transitions stored")
         index = (self.rng if rng is None else rng).integers(0, len(self), size=batch_size)

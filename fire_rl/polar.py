@@ -8,7 +8,6 @@ min ‖W − W̃‖²_F s.t. W̃ is an isometry (Han et al., "FIRE", ICLR 2026, 
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 from collections.abc import Sequence
@@ -50,9 +49,11 @@ RANK_RTOL = 10.0
 
 def range_error(value: object, low: float, high: float = math.inf, bounds="[]", integer=False) -> str | None:
     """None if `value` is a finite number (an int if `integer`; never a bool) in the interval from `low` to `high`,
-    `bounds` saying which ends are closed (``"[)"``: low ≤ value < high), else what is allowed (``"an int >= 1"``)."""
+    `bounds` saying which ends are closed (``"[)"``: low ≤ value < high), else what is allowed (``"an integer >= 1"``).
+    """
     kind = numbers.Integral if integer else numbers.Real
-    number = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+    number = isinstance(value, kind) and not isinstance(value, bool)
+    number = number and (isinstance(value, numbers.Integral) or math.isfinite(value))  # isfinite overflows on 10**400
     above = number and (value >= low if bounds[0] == "[" else value > low)
     if above and (value <= high if bounds[1] == "]" else value < high):
         return None
@@ -62,11 +63,16 @@ def range_error(value: object, low: float, high: float = math.inf, bounds="[]", 
     return f"{what} in {bounds[0]}{low}, {high}{bounds[1]}"
 
 
-def check_range(name: str, value: object, low: float, high: float = math.inf, bounds="[]", integer=False) -> None:
-    """Raises ValueError ``"<name> must be <allowed>, got <value>"`` unless `range_error` accepts `value`."""
+def check_range(name: str, value: Any, low: float, high: float = math.inf, bounds="[]", integer=False) -> Any:
+    """`value` (as an int if `integer`) if `range_error` accepts it.
+
+    Raises:
+        ValueError: ``"<name> must be <allowed>, got <value>"`` otherwise.
+    """
     allowed = range_error(value, low, high, bounds, integer)
     if allowed is not None:
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return int(value) if integer else value
 
 
 def fire_scale(weight_shape: Sequence[int], rule: str = "muon") -> float:
@@ -368,13 +374,17 @@ def polar(
         return _polar(W, method, steps, tol, max_steps, check_every)[0]
 
 
-def polar_with_info(W: torch.Tensor, **options: Any) -> tuple[torch.Tensor, PolarInfo]:
+def polar_with_info(
+    W: torch.Tensor,
+    method: str = "newton_schulz",
+    steps: int = 10,
+    tol: float | None = None,
+    max_steps: int = 100,
+    check_every: int = 2,
+) -> tuple[torch.Tensor, PolarInfo]:
     """`polar` plus a `PolarInfo`, at the cost of two more SVDs (of W for the ranks, of Q for the residual) and one host
-    sync; the iteration is unchanged. `options` and Raises: as `polar` (``method``, ``steps``, ``tol``, ``max_steps``,
-    ``check_every``)."""
-    bound = inspect.signature(polar).bind(W, **options)  # polar's defaults, declared once
-    bound.apply_defaults()
+    sync; the iteration is unchanged. Arguments and Raises: as `polar`."""
     with torch.no_grad():
-        Q, info = _polar(*bound.args, info=True)
+        Q, info = _polar(W, method, steps, tol, max_steps, check_every, info=True)
     assert info is not None, "info=True always returns a PolarInfo"
     return Q, info

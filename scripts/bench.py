@@ -535,8 +535,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
-    out_path = args.out or ROOT / "benchmarks" / f"bench_{machine_info()['host']}{'_cuda' if cuda else ''}.json"
     machine = machine_info(device)
+    out_path = args.out or ROOT / "benchmarks" / f"bench_{machine['host']}{'_cuda' if cuda else ''}.json"
     results = {"machine": machine, "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     print(
         f"{machine['device_name']} | {machine['cpu_capability']} | {device} | torch {torch.__version__} | "

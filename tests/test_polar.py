@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from fire_rl.polar import NS_COEFFS, PE_COEFFS, check_polar_options, polar, polar_with_info
+from fire_rl.polar import NS_COEFFS, PE_COEFFS, check_polar_options, check_range, polar, polar_with_info, range_error
 from fire_rl.resets import fire_
 
 DTYPES = [torch.float32, torch.float64]
@@ -374,3 +374,21 @@ def test_polar_and_fire_never_produce_nan_or_inf(m, n, exponent, dtype, kind, me
     wrapper = nn.Sequential(layer)
     fire_(wrapper, ["0"], method=method, tol=tol, measure=False)
     assert bool(torch.isfinite(layer.weight).all())
+
+
+def test_range_error_and_check_range():
+    # The one range check every constructor and flag uses: bounds, ints, bools, non-finite values, huge ints.
+    assert range_error(1, 1) is None and range_error(10**400, 1, integer=True) is None
+    assert range_error(1, 1, bounds="(]") == "a finite number > 1"
+    assert (
+        range_error(0.5, 0, 1, bounds="[)") is None
+        and range_error(1.0, 0, 1, bounds="[)") == "a finite number in [0, 1)"
+    )
+    assert range_error(True, 0, integer=True) == "an integer >= 0" and range_error(1.5, 0, integer=True) is not None
+    assert range_error(float("nan"), 0) is not None and range_error(float("inf"), 0) is not None
+    assert (
+        check_range("n", np.int64(3), 1, integer=True) == 3
+        and type(check_range("n", np.int64(3), 1, integer=True)) is int
+    )
+    with pytest.raises(ValueError, match=r"^n must be an integer >= 1, got 0$"):
+        check_range("n", 0, 1, integer=True)
