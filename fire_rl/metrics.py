@@ -99,7 +99,8 @@ def check_inputs(inputs: object) -> tuple[torch.Tensor, ...]:
     raise ValueError(f"inputs must be a tensor or a non-empty tuple/list of tensors, got {type(inputs).__name__}")
 
 
-def _check_network(network: object) -> None:
+def check_network(network: object) -> None:
+    """Raises ValueError, naming the type, unless `network` is a torch.nn.Module."""
     if not isinstance(network, nn.Module):
         raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}")
 
@@ -223,7 +224,7 @@ def dormant_scores(
         ValueError: `network` not a module, bad `inputs`, no `nn.ReLU`, unknown names in `layers`, a listed module the
             forward never calls, or an activation that is not at least 2-D.
     """
-    _check_network(network)
+    check_network(network)
     args = check_inputs(inputs)
     act_modules = _activation_modules(network, layers)
     activity, _ = _forward_capture(network, args, act_modules, None, eval_mode, require_all=layers is not None)
@@ -313,7 +314,7 @@ def _weight_layers(network: nn.Module) -> dict[str, nn.Module]:
 def weight_norms(network: nn.Module) -> dict[str, torch.Tensor]:
     """``{layer: ‖W‖_F}`` of every `nn.Linear` and `nn.Conv2d` weight (biases excluded), in registration order; float64
     for float64 weights else float32. Raises ValueError if `network` is not a module."""
-    _check_network(network)
+    check_network(network)
     return {
         name: torch.linalg.vector_norm(m.weight.detach().to(work_dtype(m.weight.dtype)))
         for name, m in _weight_layers(network).items()
@@ -327,7 +328,7 @@ def grad_norm(network: nn.Module) -> torch.Tensor:
     Raises:
         ValueError: `network` not a module; gradients on several devices.
     """
-    _check_network(network)
+    check_network(network)
     grads = [p.grad for p in network.parameters() if p.grad is not None]
     if not grads:
         return torch.zeros(())
@@ -371,7 +372,7 @@ def plasticity_metrics(
             `nn.Linear` (and no `feature_layer`), an unknown `feature_layer` or one the forward never calls; an unknown
             `dfi_scale`.
     """
-    _check_network(network)
+    check_network(network)
     args = check_inputs(inputs)
     check_range("tau", tau, 0)
     check_range("delta", delta, 0, 1, "[)")

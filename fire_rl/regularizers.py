@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fire_rl.metrics import check_network
 from fire_rl.polar import check_range
 from fire_rl.resets.common import MATRIX_KINDS, NORM_TYPES, layer_kind
 
@@ -59,10 +60,12 @@ class SoftWeightRescaling:
         lam: λ in [0, 1], the pull toward the initial norm per call (the paper's default 1e-3, swept 1 … 1e-4).
 
     Raises:
-        ValueError: `lam` outside [0, 1]; a network with no layer to rescale; weights on several devices.
+        ValueError: `network` not an nn.Module; `lam` outside [0, 1]; a network with no layer to rescale; weights on
+            several devices.
     """
 
     def __init__(self, network: nn.Module, lam: float = 1e-3) -> None:
+        check_network(network)
         check_range("lam (1e-3 in the SWR paper; 0 turns SWR off)", lam, 0, 1)
         self.network = network
         self.names: list[str] = []

@@ -487,6 +487,8 @@ def test_shrink_perturb_bad_alpha(alpha):
         (lambda net, t0: inject_plasticity(net, theta0=t0, toward="old"), "'old'"),
         (lambda net, t0: inject_plasticity(net), "theta0"),
         (lambda net, t0: rebuild_injections(net, -1), "-1"),
+        (lambda net, t0: inject_plasticity(net.state_dict(), theta0=t0), "network must be a torch.nn.Module"),
+        (lambda net, t0: full_reset_(net, net, t0), "list of layer names, got NormMLP$"),
     ],
 )
 def test_bad_input_raises_before_any_change(call, match):

@@ -242,3 +242,8 @@ def test_log_scalars_and_zero_weight():
 def test_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SoftWeightRescaling(mlp(), **kwargs)
+
+
+def test_a_network_that_is_not_a_module_is_refused():
+    with pytest.raises(ValueError, match="network must be a torch.nn.Module, got OrderedDict"):
+        SoftWeightRescaling(mlp().state_dict())

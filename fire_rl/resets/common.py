@@ -181,7 +181,8 @@ def resolve_layers(
         layers = [layers]
     given = layers if isinstance(layers, dict) else None
     if given is None and not (isinstance(layers, Sequence) and all(isinstance(n, str) for n in layers)):
-        raise ValueError(f"layers must be a dict from select_layers(...) or a list of layer names, got {layers!r}")
+        kind = type(layers).__name__
+        raise ValueError(f"layers must be a dict from select_layers(...) or a list of layer names, got {kind}")
     if not layers:
         raise ValueError("layers is empty: a reset needs at least one layer")
     modules = dict(network.named_modules())

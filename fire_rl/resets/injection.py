@@ -10,6 +10,7 @@ import time
 import torch
 from torch import nn
 
+from fire_rl.metrics import check_network
 from fire_rl.polar import check_range
 from fire_rl.resets.common import (
     MATRIX_KINDS,
@@ -42,6 +43,7 @@ class InjectedHead(nn.Module):
 
 def _split(network: nn.Module, head: str) -> tuple[nn.Module, str, nn.Module]:
     """(parent module, attribute name, head module) for a dotted `head` path."""
+    check_network(network)
     parent_name, _, attr = head.rpartition(".") if isinstance(head, str) else ("", "", "")
     parent = dict(network.named_modules()).get(parent_name)
     child = getattr(parent, attr, None) if attr else None
