@@ -363,8 +363,10 @@ def resolve(argv, parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, 
                          "--replay-ratios, --out, --threads, --branch-at")  # fmt: skip
     if cfg.branch_at is not None:  # the agent flags' last --total-timesteps is the branches' length
         pairs = [a.split("=", 1) if "=" in a else [a, b] for a, b in zip(cfg.agent_args, (*cfg.agent_args[1:], ""))]
-        total = dict(pairs).get("--total-timesteps", "none")
-        if not (total.isdigit() and int(total) > cfg.branch_at):
+        total = {key.replace("_", "-"): value for key, value in pairs}.get("--total-timesteps", "none")
+        with contextlib.suppress(ValueError):  # tyro reads 130_000 as Python does
+            total = int(total)
+        if not (isinstance(total, int) and total > cfg.branch_at):
             parser.error(f"argument --branch-at: {cfg.branch_at} needs the branches' --total-timesteps above it "
                          f"(agent flags, after --); they give {total}")  # fmt: skip
     if cfg.backend == "ray" and not cfg.dry_run:

@@ -218,6 +218,10 @@ def test_dry_run_of_a_branch_sweep(tmp_path):
         f"--branch-from {tmp_path / 'sweep' / 'ALE-Breakout-v5__pre__rr1__s0__b200'} --reset-at-start"
     )
     assert not (tmp_path / "sweep").exists()
+    # The agent reads --total_timesteps and 1_000 too (tyro, Python int syntax): so does the --branch-at check.
+    proc = run_cli(*BASE, "--out", str(tmp_path / "sweep"), "--branch-at", "200", "--dry-run", "--",
+                   "--total_timesteps", "1_000")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_flags_file_equals_flags_and_later_flags_override_it(tmp_path):

@@ -97,9 +97,9 @@ def test_humanoid_bench_run_checkpoints_stops_and_resumes(tmp_path, env_id):
     assert proc.returncode == 143, out
     assert 200 <= checkpoint(run_dir)["global_step"] < 1000
     run_agent("sac_simba", "--resume", str(run_dir))  # no other flag, as the stop message says
-    assert json.loads((run_dir / "result.json").read_text())["finished"]
+    result = json.loads((run_dir / "result.json").read_text())
     # An agent step is 2 env steps (action repeat 2), 1 when an episode ends on the first: the run ends at 1000 or 1001.
-    assert checkpoint(run_dir)["global_step"] in (1000, 1001)
+    assert checkpoint(run_dir)["global_step"] == result["global_step"] in (1000, 1001) and result["finished"]
     events = reset_events(run_dir)  # an agent step is 2 env steps, 1 when an episode ends inside it
     assert len(events) == 1 and 400 <= events[0]["global_step"] <= 401
 
