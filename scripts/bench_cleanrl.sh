@@ -4,8 +4,8 @@
 #
 #   scripts/bench_cleanrl.sh {dqn,sac} CLEANRL_DIR CLEANRL_PYTHON [TOTAL_TIMESTEPS] [ROUNDS]
 #
-# dqn: CleanRL's cleanrl/dqn_atari.py against agents/dqn_atari.py (the default, background learner) and
-#      agents/dqn_atari.py --no-overlap (the serial loop, CleanRL's order): BreakoutNoFrameskip-v4, one env, replay
+# dqn: CleanRL's cleanrl/dqn_atari.py against agents/dqn_atari.py (the default, background learner: a second core
+#      busy) and agents/dqn_atari.py --no-overlap (the serial loop, CleanRL's order, one core): BreakoutNoFrameskip-v4, one env, replay
 #      ratio 0.25, learning from env step 1,000, buffer BUFFER_SIZE (default 100000). TOTAL_TIMESTEPS default 6000.
 # sac: CleanRL's cleanrl/sac_continuous_action.py (MLP 256x2, one critic update per env step, batch 256) against
 #      agents/sac_simba.py at CleanRL's FLOPs (SimBa 128 wide with one block, whose 4x-wide MLP gives about the
@@ -17,7 +17,7 @@
 # stamp - first stamp)), then per script the median and range over rounds and the ratio of medians to CleanRL.
 # SUMMARY (default: summary.json in OUT_DIR) receives the figures under the key dqn or sac, with the machine; an
 # existing SUMMARY keeps its other key, so one file per machine holds both. OUT_DIR (default: a new temporary
-# directory) receives the runs and logs; OURS_PYTHON (default: python) runs our agents and the summary.
+# directory; one that is not empty is refused) receives the runs and logs; OURS_PYTHON (default: python) runs our agents and the summary.
 # ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 make an AVX-512 host run AVX2 kernels.
 #
 # It fetches nothing and copies no CleanRL code: give it a CleanRL checkout and a Python that runs it (setup:
@@ -65,12 +65,19 @@ if ! [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]]; then
     echo "error: ROUNDS=$ROUNDS must be an integer >= 1" >&2
     exit 2
 fi
+if [[ -d "$OUT_DIR" && -n "$(ls -A "$OUT_DIR")" ]]; then  # the summary reads every run in it
+    echo "error: OUT_DIR=$OUT_DIR is not empty (give a new directory)" >&2
+    exit 2
+fi
 mkdir -p "$OUT_DIR"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1
-"$OURS_PYTHON" -c "
-import platform, torch
-cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor())
-print(f'CPU: {cpu}; torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}')"
+# The machine before the first run (bench.py's machine_info: CPU, torch's CPU capability, ISA caps, load average).
+PYTHONPATH="$REPO/scripts" "$OURS_PYTHON" -c "
+import json, sys
+from bench import machine_info
+m = machine_info()
+json.dump(m, open(sys.argv[1], 'w'), indent=2)
+print(f\"CPU: {m['device_name']}; torch {m['torch']}, CPU capability {m['cpu_capability']}\")" "$OUT_DIR/machine.json"
 
 for round in $(seq 1 "$ROUNDS"); do
     echo "load average before round $round: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT_DIR/load.txt"
@@ -100,33 +107,32 @@ runpy.run_path('$CLEANRL_DIR/$SCRIPT', run_name='__main__')
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT_DIR/load.txt"
 
-PYTHONPATH="$REPO/scripts" "$OURS_PYTHON" - "$AGENT" "$OUT_DIR" "$SUMMARY" "$TOTAL" "cleanrl ${VARIANTS[*]}" <<'EOF'
+PYTHONPATH="$REPO/scripts" "$OURS_PYTHON" - "$AGENT" "$OUT_DIR" "$SUMMARY" "$TOTAL" "$LEARNING_STARTS" "$ROUNDS" \
+    "cleanrl ${VARIANTS[*]}" <<'EOF'
 import json
 import statistics
 import sys
 from pathlib import Path
 
-from bench import machine_info
+from bench import learning_window
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-agent, out_dir, summary_path, total, variants = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), *sys.argv[4:]
+agent, out_dir, summary_path = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+total, learning_starts, rounds, variants = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7].split()
 
 
 def learning_rate(run_dir: Path) -> float:
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    """Env steps/s between the first and last charts/SPS event after learning starts (CleanRL writes its run under
+    runs/<name>/ in its working directory: exactly one event file per run directory)."""
+    (events,) = run_dir.rglob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events.parent), size_guidance={"scalars": 0})
     acc.Reload()
-    first, last = (events := acc.Scalars("charts/SPS"))[0], events[-1]
-    return (last.step - first.step) / (last.wall_time - first.wall_time)
+    steps = [(e.step, e.wall_time) for e in acc.Scalars("charts/SPS")]
+    return learning_window({"events": steps}, learning_starts)["env_steps_per_s"]
 
 
-runs = {}
-for variant in variants.split():
-    for round_ in range(1, 1000):
-        if not (run_dir := out_dir / f"{variant}_{round_}").is_dir():
-            break
-        # CleanRL writes runs/<name>/ under its working directory
-        runs.setdefault(variant, []).append(learning_rate(next(run_dir.rglob("events.out.tfevents.*")).parent))
-result = {"total_timesteps": int(total), "load": (out_dir / "load.txt").read_text().splitlines()}
+runs = {v: [learning_rate(out_dir / f"{v}_{r}") for r in range(1, rounds + 1)] for v in variants}
+result = {"total_timesteps": total, "load": (out_dir / "load.txt").read_text().splitlines()}
 for variant, rates in runs.items():
     median = statistics.median(rates)
     ratio = median / statistics.median(runs["cleanrl"])
@@ -134,7 +140,7 @@ for variant, rates in runs.items():
     print(f"{variant:>20}: {median:7.1f} env steps/s while learning (median of {len(rates)}: "
           f"{min(rates):.1f}-{max(rates):.1f}), {ratio:.2f}x CleanRL")
 summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-summary.update({"machine": machine_info(), agent: result})
+summary.update({"machine": json.loads((out_dir / "machine.json").read_text()), agent: result})
 summary_path.write_text(json.dumps(summary, indent=2) + "\n")
 print(f"wrote {summary_path}; logs and runs in {out_dir}")
 EOF
