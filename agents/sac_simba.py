@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from fire_rl.networks import RSNorm, SimbaActor, SimbaCritic, update_target_
 from fire_rl.run import Run, check_memory, parse_args
 from fire_rl.runtime import ReplayRatio, crossed, resolve_device, seed_everything
 from fire_rl.scheduler import ResetScheduler
+from fire_rl.validation import MAX_STEPS, In
 
 AGENT = "sac_simba"
 
@@ -33,48 +34,48 @@ class Args(PlasticityArgs, RunArgs):
     # Algorithm specific arguments
     env_id: str = "Humanoid-v5"
     """the environment id: HumanoidBench (h1-walk-v0, ... when installed), gymnasium MuJoCo, or dm_control/<task>-v0"""
-    total_timesteps: int = 1_000_000
+    total_timesteps: Annotated[int, In(1, MAX_STEPS)] = 1_000_000
     """total env steps of the experiment (an agent step is `action_repeat` env steps)"""
-    action_repeat: int = 2
+    action_repeat: Annotated[int, In(1, 1000)] = 2
     """env steps per agent step (SimBa: 2)"""
-    replay_ratio: float = 2.0
+    replay_ratio: Annotated[float, In(0.0001, 1000)] = 2.0
     """gradient updates per agent step (SimBa: 2)"""
-    buffer_size: int = 1_000_000
+    buffer_size: Annotated[int, In(1, MAX_STEPS)] = 1_000_000
     """the replay memory buffer size (agent steps)"""
-    gamma: float = 0.99
+    gamma: Annotated[float, In(0, 1)] = 0.99
     """the discount factor gamma (per agent step)"""
-    tau: float = 0.005
+    tau: Annotated[float, In(0, 1, "(]")] = 0.005
     """target smoothing coefficient"""
-    batch_size: int = 256
-    """the batch size of sample from the reply memory"""
-    learning_starts: int = 10_000
+    batch_size: Annotated[int, In(1, 1_000_000)] = 256
+    """the batch size of sample from the replay memory"""
+    learning_starts: Annotated[int, In(0, MAX_STEPS)] = 10_000
     """env step to start learning (SimBa and FIRE: 5,000 transitions = 10,000 env steps at action repeat 2)"""
-    actor_lr: float = 1e-4
+    actor_lr: Annotated[float, In(0, bounds="(]")] = 1e-4
     """the learning rate of the actor's AdamW"""
-    critic_lr: float = 1e-4
+    critic_lr: Annotated[float, In(0, bounds="(]")] = 1e-4
     """the learning rate of the critics' AdamW"""
-    alpha_lr: float = 1e-4
+    alpha_lr: Annotated[float, In(0, bounds="(]")] = 1e-4
     """the learning rate of the temperature's AdamW"""
-    weight_decay: float = 1e-2
+    weight_decay: Annotated[float, In(0)] = 1e-2
     """AdamW weight decay of the actor and critics (the temperature has none)"""
-    alpha_init: float = 0.01
+    alpha_init: Annotated[float, In(0, bounds="(]")] = 0.01
     """initial temperature"""
     target_entropy_scale: float = 0.5
     """target entropy = -target_entropy_scale * |A| (SimBa: -|A|/2)"""
-    actor_hidden: int = 128
+    actor_hidden: Annotated[int, In(1, 65_536)] = 128
     """SimBa actor width"""
-    actor_blocks: int = 1
+    actor_blocks: Annotated[int, In(0, 1000)] = 1
     """SimBa actor residual blocks"""
-    critic_hidden: int = 512
+    critic_hidden: Annotated[int, In(1, 65_536)] = 512
     """SimBa critic width"""
-    critic_blocks: int = 2
+    critic_blocks: Annotated[int, In(0, 1000)] = 2
     """SimBa critic residual blocks"""
     cdq: Literal["auto", "on", "off"] = "auto"
     """clipped double Q: auto follows SimBa (on for tasks that terminate: HumanoidBench, gymnasium MuJoCo; off for
     dm_control, where qf1 alone is trained and used), or on/off"""
     fused_adamw: bool = True
     """fused AdamW kernels (about 1.1x per update on CPU); --no-fused-adamw runs PyTorch's default, the reference"""
-    head_blocks: int = 0
+    head_blocks: Annotated[int, In(0, 1000)] = 0
     """residual blocks counted in the head (1: plasticity injection and head resets cover the last block + head)"""
 
     # Resets and per-step methods: the flags of fire_rl.cli.PlasticityArgs (--reset, --reset-at, --regularizer, ...)
@@ -83,26 +84,15 @@ class Args(PlasticityArgs, RunArgs):
     temperature, target := result); custom: the method on the layers chosen by --reset-kinds/-roles/-names"""
 
     # Evaluation, metrics, checkpoints
-    eval_every: int = 50_000
+    eval_every: Annotated[int, In(0, MAX_STEPS)] = 50_000
     """env steps between evaluations with the deterministic policy (0: off)"""
-    eval_episodes: int = 5
+    eval_episodes: Annotated[int, In(1, 1_000_000)] = 5
     """episodes per evaluation"""
 
-    RANGES: ClassVar[dict[str, str]] = {
-        "total_timesteps": "[1, inf)", "action_repeat": "[1, inf)", "replay_ratio": "[0.0001, 1000]",
-        "buffer_size": "[1, inf)", "gamma": "[0, 1]", "tau": "(0, 1]", "batch_size": "[1, inf)",
-        "learning_starts": "[0, inf)", "actor_lr": "(0, inf)", "critic_lr": "(0, inf)", "alpha_lr": "(0, inf)",
-        "weight_decay": "[0, inf)", "alpha_init": "(0, inf)", "actor_hidden": "[1, inf)", "actor_blocks": "[0, inf)",
-        "critic_hidden": "[1, inf)", "critic_blocks": "[0, inf)", "head_blocks": "[0, inf)", "eval_every": "[0, inf)",
-        "eval_episodes": "[1, inf)",
-    }  # fmt: skip
-
-    def check(self) -> None:
-        super().check()
+    def check(self, branch_step: int | None = None) -> None:
+        super().check(branch_step)
         if self.head_blocks > min(self.actor_blocks, self.critic_blocks):
             raise ValueError(f"--head-blocks={self.head_blocks} exceeds the actor's or critic's block count")
-        if self.buffer_size < self.batch_size:
-            raise ValueError(f"--buffer-size={self.buffer_size} is smaller than --batch-size={self.batch_size}")
 
 
 def update(actor, qf1, qf2, qf1_target, qf2_target, rsnorm, log_alpha, optimizers, regularizer, data, args,
@@ -317,7 +307,7 @@ def train(args: Args, run: Run) -> None:
     env.close()
     if global_step < args.total_timesteps:
         return run.stop(global_step)
-    run.finish({"global_step": global_step, "update_step": update_step, "resets": len(scheduler.events)})
+    run.finish({"global_step": global_step, "update_step": update_step})
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from fire_rl.polar import check_range, range_error
+from fire_rl.validation import check_range, range_error
 
 
 class ReplayBatch(NamedTuple):

@@ -8,28 +8,30 @@ defaults that differ (``exp_name``, the reset recipe). `check` refuses a bad val
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
-from typing import ClassVar, Literal
+from typing import Annotated, Literal
 
-from fire_rl.polar import range_error
+import tyro
+
 from fire_rl.regularizers import Regularizer
 from fire_rl.scheduler import ResetConfig
+from fire_rl.validation import MAX_STEPS, Flags, In
 
 
 @dataclass
-class RunArgs:
-    """Experiment, logging and checkpoint flags (CleanRL's names where CleanRL has them)."""
+class RunArgs(Flags):
+    """Experiment, logging and checkpoint flags (CleanRL's names where CleanRL has them). An agent's ``Args`` also
+    declares ``total_timesteps``, ``learning_starts``, ``buffer_size`` and ``batch_size``, which `check` relates."""
 
     exp_name: str = "fire_rl"
     """the name of this experiment (the agents default to their file name)"""
-    seed: int = 1
+    seed: Annotated[int, In(0, 2**32 - 1)] = 1
     """seed of the experiment"""
     torch_deterministic: bool = True
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     device: str = "auto"
     """auto (CUDA if available), cpu, cuda or cuda:N"""
-    threads: int = 0
+    threads: Annotated[int, In(0, 4096)] = 0
     """torch CPU threads (0: torch's default)"""
     track: bool = False
     """if toggled, this experiment will be tracked with Weights and Biases"""
@@ -39,8 +41,10 @@ class RunArgs:
     """the entity (team) of wandb's project"""
     capture_video: bool = False
     """whether to capture videos of the agent performances (`run_dir/videos`; MuJoCo needs MUJOCO_GL=egl)"""
-    run_dir: str | None = None
-    """the run directory (default: runs/{env}__{exp_name}__{seed}__{time})"""
+    run_dir: Annotated[
+        str | None, tyro.conf.arg(help_behavior_hint="(default: runs/{env}__{exp_name}__{seed}__{time})")
+    ] = None
+    """the run directory"""
     resume: str | None = None
     """continue the run in this run directory (or from this checkpoint file) with its own saved flags; only how long
     and where it runs and what it logs may be changed"""
@@ -52,32 +56,27 @@ class RunArgs:
     """start a fresh run in a --run-dir that already holds one, after moving the old run aside (never deleted)"""
     save_buffer: bool = False
     """whether checkpoints include the replay buffer (exact resume; about 7 GB for 1M Atari frames)"""
-    metrics_every: int = 10_000
+    metrics_every: Annotated[int, In(0, MAX_STEPS)] = 10_000
     """env steps between plasticity metrics (0: off)"""
-    checkpoint_every: int = 100_000
+    checkpoint_every: Annotated[int, In(0, MAX_STEPS)] = 100_000
     """env steps between checkpoints (0: only at the end and on interrupt)"""
 
-    RANGES: ClassVar[dict[str, str]] = {
-        "seed": "[0, 4294967295]", "threads": "[0, inf)", "metrics_every": "[0, inf)", "checkpoint_every": "[0, inf)",
-    }  # fmt: skip
-
     def check(self) -> None:
-        """Refuse a bad value before any work: every float flag must be finite, and every flag named in the `RANGES`
-        of this class or a parent must lie in its interval (``"(0, 1]"``: open at 0, closed at 1).
+        """Refuse a bad value before any work: `Flags.check_ranges`, then the flags that bound each other.
 
         Raises:
-            ValueError: one line naming the flag, its value and the allowed range.
+            ValueError: one line naming the flag, its value and what is allowed.
         """
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"--{f.name.replace('_', '-')}={value}: must be a finite number")
-        for klass in reversed(type(self).__mro__):
-            for name, interval in klass.__dict__.get("RANGES", {}).items():
-                value = getattr(self, name)
-                lo, hi = (int(x) if x.strip().isdigit() else float(x) for x in interval[1:-1].split(","))
-                if value is not None and (allowed := range_error(value, lo, hi, interval[0] + interval[-1])):
-                    raise ValueError(f"--{name.replace('_', '-')}={value}: must be {allowed}")
+        self.check_ranges()
+        if self.resume is not None and self.start_over:
+            raise ValueError(f"--start-over starts a new run and --resume {self.resume} continues one: give one")
+        if self.learning_starts >= self.total_timesteps:
+            raise ValueError(
+                f"--learning-starts={self.learning_starts} must be below --total-timesteps={self.total_timesteps}: "
+                "the run would end without a gradient update"
+            )
+        if self.buffer_size < self.batch_size:
+            raise ValueError(f"--buffer-size={self.buffer_size} is smaller than --batch-size={self.batch_size}")
 
     def markdown(self) -> str:
         """Every flag and its value as a Markdown table (tensorboard's hyperparameter text, as CleanRL writes it)."""
@@ -93,32 +92,41 @@ class PlasticityArgs(ResetConfig):
     # Per-step plasticity methods (fire_rl.regularizers.Regularizer); combine with any reset but pi
     regularizer: Literal["none", "swr", "l2init", "parseval"] = "none"
     """per-step method: swr (Soft Weight Rescaling after every optimizer step), l2init or parseval (loss terms)"""
-    swr_lambda: float = 1e-3
+    swr_lambda: Annotated[float, In(0, 1)] = 1e-3
     """SWR: each layer's norm moves this share of the way back to its initial norm per update"""
     swr_reinit: bool = False
     """SWR + re-init: the stored initial norms become the current ones at every reset event"""
-    l2init_lambda: float = 1e-2
+    l2init_lambda: Annotated[float, In(0)] = 1e-2
     """L2-init: loss + l2init_lambda * ||theta - theta_0||^2"""
-    parseval_lambda: float = 1e-3
+    parseval_lambda: Annotated[float, In(0)] = 1e-3
     """Parseval: loss + parseval_lambda * sum_l ||W_l W_l^T - s I||_F^2 over hidden layers"""
-    parseval_s: float = 2.0
+    parseval_s: Annotated[float, In(0, bounds="(]")] = 2.0
     """Parseval's target scale s"""
-
-    RANGES: ClassVar[dict[str, str]] = {
-        "swr_lambda": "[0, 1]", "l2init_lambda": "[0, inf)", "parseval_lambda": "[0, inf)", "parseval_s": "(0, inf)",
-    }  # fmt: skip
 
     def __post_init__(self) -> None:
         """Nothing yet: `check` validates, after giving a method without a schedule its default one."""
 
-    def check(self) -> None:
-        """`RunArgs.check`, then the reset schedule (a method with no schedule resets once, at the run's midpoint:
-        the FIRE paper's protocol), the reset configuration (`ResetConfig.validate`) and the per-step method."""
+    def check(self, branch_step: int | None = None) -> None:
+        """`RunArgs.check`, then the reset schedule, the reset configuration (`ResetConfig.validate`) and the per-step
+        method. A method with no schedule resets once, at the midpoint of the run's span (the FIRE paper's protocol):
+        0 to ``total_timesteps``, or for a branch `branch_step` (its env step at the branch point) to
+        ``total_timesteps``. A branch resets only at or after its branch point (``reset_start`` rises to it).
+
+        Raises:
+            ValueError: one line naming the flag, its value and what is allowed.
+        """
         super().check()
         if self.reset_at_start and self.branch_from is None:
             raise ValueError("--reset-at-start resets at a branch point: give --branch-from CKPT too")
+        start = branch_step or 0
         if self.reset != "none" and not self.reset_at and self.reset_every == 0 and not self.reset_at_start:
-            self.reset_at = (self.total_timesteps // 2,)
+            self.reset_at = ((start + self.total_timesteps) // 2,)
+        self.reset_start = max(self.reset_start, start)  # --reset-every counts from the branch point on
+        if early := [s for s in self.reset_at if s < start]:
+            raise ValueError(
+                f"--reset-at={list(self.reset_at)}: {early} lies before the branch point, env step {start}; a branch "
+                "resets only at or after it"
+            )
         self.validate(self.total_timesteps)
         self.make_regularizer()
 

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from fire_rl.polar import FIRE_SCALES, check_range, fire_scale, kernel_slices, range_error, work_dtype
+from fire_rl.polar import FIRE_SCALES, fire_scale, kernel_slices, work_dtype
+from fire_rl.validation import check_range, range_error
 
 
 def dfi(weight: torch.Tensor, scale: str | float = "muon", normalized: bool = False) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fire_rl.polar import check_range
+from fire_rl.validation import check_range
 
 LAYER_NORM_EPS = 1e-6  # Flax's nn.LayerNorm default, used by the SimBa reference
 # Flax's he_normal draws from a normal truncated at ±2 standard deviations; dividing the target standard deviation by

@@ -1,5 +1,4 @@
-"""The polar-factor kernel shared by FIRE, the plasticity metrics and the tests (one copy, by design), and the number
-check every `fire_rl` module validates its options with.
+"""The polar-factor kernel shared by FIRE, the plasticity metrics and the tests (one copy, by design).
 
 Pure tensor functions; walking modules and choosing layers lives in `fire_rl.resets`. The orthogonal polar factor of
 W = UΣVᵀ is Q = UVᵀ, the isometry nearest to W in Frobenius norm: the solution of FIRE's problem
@@ -9,12 +8,12 @@ min ‖W − W̃‖²_F s.t. W̃ is an isometry (Han et al., "FIRE", ICLR 2026, 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
+
+from fire_rl.validation import check_range
 
 METHODS = ("newton_schulz", "polar_express", "svd")
 
@@ -45,34 +44,6 @@ FIRE_SCALES = ("muon", "isometry", "none")
 # working dtype leaves its null directions at about ε·σ_max; LAPACK's and NumPy's max(m, n)·ε would also drop
 # well-resolved directions of square float32 weights (a 512×512 Gaussian often has σ_min/σ_max below 512·ε = 6e-5).
 RANK_RTOL = 10.0
-
-
-def range_error(value: object, low: float, high: float = math.inf, bounds="[]", integer=False) -> str | None:
-    """None if `value` is a finite number (an int if `integer`; never a bool) in the interval from `low` to `high`,
-    `bounds` saying which ends are closed (``"[)"``: low ≤ value < high), else what is allowed (``"an integer >= 1"``).
-    """
-    kind = numbers.Integral if integer else numbers.Real
-    number = isinstance(value, kind) and not isinstance(value, bool)
-    number = number and (isinstance(value, numbers.Integral) or math.isfinite(value))  # isfinite overflows on 10**400
-    above = number and (value >= low if bounds[0] == "[" else value > low)
-    if above and (value <= high if bounds[1] == "]" else value < high):
-        return None
-    what = "an integer" if integer else "a finite number"
-    if math.isinf(high):
-        return f"{what} {'>=' if bounds[0] == '[' else '>'} {low}"
-    return f"{what} in {bounds[0]}{low}, {high}{bounds[1]}"
-
-
-def check_range(name: str, value: Any, low: float, high: float = math.inf, bounds="[]", integer=False) -> Any:
-    """`value` (as an int if `integer`) if `range_error` accepts it.
-
-    Raises:
-        ValueError: ``"<name> must be <allowed>, got <value>"`` otherwise.
-    """
-    allowed = range_error(value, low, high, bounds, integer)
-    if allowed is not None:
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return int(value) if integer else value
 
 
 def fire_scale(weight_shape: Sequence[int], rule: str = "muon") -> float:

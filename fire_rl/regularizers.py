@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from fire_rl.metrics import check_network
-from fire_rl.polar import check_range
 from fire_rl.resets.common import MATRIX_KINDS, NORM_TYPES, layer_kind
+from fire_rl.validation import check_range
 
 
 class SoftWeightRescaling:

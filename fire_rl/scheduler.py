@@ -27,13 +27,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
 import torch
 from torch import nn
 
 from fire_rl.metrics import plasticity_metrics
-from fire_rl.polar import range_error
 from fire_rl.resets import (
     KINDS,
     ROLES,
@@ -49,20 +48,17 @@ from fire_rl.resets import (
 )
 from fire_rl.resets.common import MATRIX_KINDS, all_layers, available
 from fire_rl.runtime import nonfinite_parameters
+from fire_rl.validation import MAX_STEPS, Flags, In, describe, flag, range_error
 
 EVENTS_FILE = "resets.jsonl"
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _bad(name: str, value: Any, why: str) -> ValueError:
-    return ValueError(f"{_flag(name)}={value!r}: {why}")
+    return ValueError(f"{flag(name)}={value!r}: {why}")
 
 
 @dataclass
-class ResetConfig:
+class ResetConfig(Flags):
     """What the scheduler does, and when; the agents' reset flags (``fire_rl.cli.PlasticityArgs`` inherits it, so the
     field ``reset_at`` is the flag ``--reset-at``). Schedules are in env steps (`global_step`), never gradient updates.
 
@@ -81,11 +77,11 @@ class ResetConfig:
     """env steps at which to reset (default when a method is set and no schedule is given: the run's midpoint)"""
     reset_at_start: bool = False
     """with --branch-from: reset once at the branch point, before the first env step"""
-    reset_every: int = 0
+    reset_every: Annotated[int, In(0, MAX_STEPS)] = 0
     """reset every this many env steps (0: off)"""
-    reset_start: int = 0
+    reset_start: Annotated[int, In(0, MAX_STEPS)] = 0
     """no reset before this env step"""
-    reset_stop: int | None = None
+    reset_stop: Annotated[int | None, In(0, MAX_STEPS)] = None
     """no reset after this env step (None: never stop)"""
     reset_kinds: tuple[str, ...] = ()
     """custom recipe: layer kinds (linear, conv, norm; norm: sp and full only; empty: linear and conv)"""
@@ -107,15 +103,15 @@ class ResetConfig:
     isometry (convs / sqrt(k_h k_w) instead, so the flattened conv is an isometry up to sqrt(d_out/d_in)), or none"""
     polar_method: Literal["newton_schulz", "polar_express", "svd"] = "newton_schulz"
     """FIRE's polar factor: cubic Newton-Schulz (the paper), Polar Express (with --ns-tol), or an exact SVD"""
-    ns_steps: int = 10
+    ns_steps: Annotated[int, In(1, 10_000)] = 10
     """Newton-Schulz iterations"""
-    ns_tol: float | None = None
+    ns_tol: Annotated[float | None, In(0, 1, "()")] = None
     """iterate Newton-Schulz until max|sigma-1| <= ns_tol instead"""
-    sp_alpha: float = 0.2
+    sp_alpha: Annotated[float, In(0, 1)] = 0.2
     """Shrink & Perturb: theta <- alpha*theta + (1-alpha)*theta_0"""
     reset_toward: Literal["init", "random"] = "init"
     """S&P / full reset / injection toward theta_0 or a fresh draw"""
-    redo_tau: float = 0.1
+    redo_tau: Annotated[float, In(0)] = 0.1
     """ReDo's dormancy threshold tau"""
 
     def __post_init__(self) -> None:
@@ -135,22 +131,15 @@ class ResetConfig:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise _bad(name, getattr(self, name), f"not allowed; choose one of {list(allowed)}")
-        if any(range_error(s, 1, integer=True) for s in self.reset_at):
-            raise _bad("reset_at", list(self.reset_at), "every reset step must be a positive int (env steps)")
-        for name, low, high, bounds, integer in (
-            ("reset_every", 0, math.inf, "[]", True),  # 0 turns periodic resets off
-            ("reset_start", 0, math.inf, "[]", True),
-            ("reset_stop", self.reset_start, math.inf, "[]", True),
-            ("ns_steps", 1, math.inf, "[]", True),
-            ("ns_tol", 0, 1, "()", False),  # a bound on max|sigma - 1|
-            ("sp_alpha", 0, 1, "[]", False),  # the share of trained weights kept
-            ("redo_tau", 0, math.inf, "[]", False),
-        ):
-            value, optional = getattr(self, name), name in ("reset_stop", "ns_tol")
-            allowed = None if optional and value is None else range_error(value, low, high, bounds, integer)
-            if allowed:
-                note = f" (--reset-start={self.reset_start})" if name == "reset_stop" else ""
-                raise _bad(name, value, f"must be {allowed}{' or None' if optional else ''}{note}")
+        if any(range_error(s, 1, MAX_STEPS, integer=True) for s in self.reset_at):
+            raise _bad(
+                "reset_at",
+                list(self.reset_at),
+                f"every reset step must be {describe(1, MAX_STEPS, integer=True)} (env steps)",
+            )
+        self.check_ranges()
+        if self.reset_stop is not None and self.reset_stop < self.reset_start:
+            raise _bad("reset_stop", self.reset_stop, f"must be >= --reset-start={self.reset_start}")
         for name, allowed in (("reset_kinds", tuple(KINDS)), ("reset_roles", ROLES)):
             bad = [v for v in getattr(self, name) if v not in allowed]
             if bad:
@@ -159,7 +148,7 @@ class ResetConfig:
             raise _bad("reset_names", self.reset_names, "every pattern must be a non-empty string")
         selection = [n for n in ("reset_kinds", "reset_roles", "reset_names") if getattr(self, n)]
         if selection and self.reset != "none":
-            flags = "/".join(_flag(n) for n in selection)
+            flags = "/".join(flag(n) for n in selection)
             if self.reset_recipe != "custom":
                 raise _bad("reset_recipe", self.reset_recipe, f"{flags} choose layers for the custom recipe only")
             if self.reset in ("pi", "redo"):
@@ -419,7 +408,7 @@ class ResetScheduler:
             select_layers(net, cfg.reset_kinds or None, cfg.reset_roles or None, cfg.reset_names or None)
         except ValueError as err:
             names = ("reset_kinds", "reset_roles", "reset_names")
-            given = " ".join(f"{_flag(n)} {' '.join(getattr(cfg, n))}" for n in names if getattr(cfg, n))
+            given = " ".join(f"{flag(n)} {' '.join(getattr(cfg, n))}" for n in names if getattr(cfg, n))
             raise ValueError(
                 f"{given or 'the default selection'} together select no layer of {label}; its layers: {layers}"
             ) from err

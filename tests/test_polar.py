@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from fire_rl.polar import NS_COEFFS, PE_COEFFS, check_polar_options, check_range, polar, polar_with_info, range_error
+from fire_rl.polar import NS_COEFFS, PE_COEFFS, check_polar_options, polar, polar_with_info
 from fire_rl.resets import fire_
+from fire_rl.validation import check_range, range_error
 
 DTYPES = [torch.float32, torch.float64]
 ITERATIVE = ["newton_schulz", "polar_express"]

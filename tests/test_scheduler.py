@@ -69,7 +69,9 @@ def test_schedule_window_and_validation():
         (dict(reset="nope", reset_at=(1,)), "--reset='nope'"),
         (dict(reset="fire"), "no schedule"),
         (dict(reset="sp", reset_at=(1,), sp_alpha=1.5), "--sp-alpha=1.5"),
-        (dict(reset="fire", reset_at=(0,)), "positive"),
+        (dict(reset="fire", reset_at=(0,)), r"an integer in \[1, 2\*\*53\]"),
+        (dict(reset="fire", reset_at=(5,), reset_start=3, reset_stop=2), "--reset-stop=2: must be >= --reset-start=3"),
+        (dict(reset="fire", reset_at=(5,), reset_every=2**60), "--reset-every"),
         (dict(reset="fire", reset_at=(5,), reset_target="moved"), "--reset-target='moved'"),
         (dict(reset="fire", reset_at=(5,), reset_optimizer="zero"), "--reset-optimizer='zero'"),
     ]:
@@ -285,6 +287,9 @@ def test_the_agents_flags_are_the_config():
     @dataclass
     class Args(PlasticityArgs, RunArgs):
         total_timesteps: int = 1_000
+        learning_starts: int = 0
+        buffer_size: int = 100
+        batch_size: int = 32
 
     declared = [f.name for f in fields(ResetConfig)]
     assert [f.name for f in fields(Args) if f.name in declared] == declared

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from fire_rl.metrics import check_network
-from fire_rl.polar import check_range
 from fire_rl.resets.common import (
     MATRIX_KINDS,
     LayerReport,
@@ -21,6 +20,7 @@ from fire_rl.resets.common import (
     layer_kind,
     layer_report,
 )
+from fire_rl.validation import check_range
 
 
 class InjectedHead(nn.Module):

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from fire_rl.metrics import check_inputs, dormant_scores, probe_forward
-from fire_rl.polar import check_range
 from fire_rl.resets.common import MATRIX_KINDS, LayerReport, ResetReport, fresh_draw, layer_kind, resolve_layers
+from fire_rl.validation import check_range
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import time
 import torch
 from torch import nn
 
-from fire_rl.polar import check_range
 from fire_rl.resets.common import KINDS, LayerReport, ResetReport, layer_report, reset_values, resolve_layers, sync
+from fire_rl.validation import check_range
 
 
 def shrink_perturb_(
