@@ -39,7 +39,7 @@ Wrapper stack, innermost first (`_make_single_env`):
        loss too).
     9. `TransformReward(np.sign)` (training only): rewards clipped to {-1, 0, 1}.
     10. `FrameStackObservation(4, padding_type="reset")`: the last 4 frames; an episode starts with 4 copies of its
-       first frame, the rule `fire_rl.buffers.AtariReplayBuffer` reproduces.
+       first frame, the rule `fire_rl.buffers.AtariReplayBuffer` and the "ale-vector" backend reproduce.
     Sticky actions are wrappers, not ALE's setting: ALE 0.12 keeps the repeated action outside its saved state, so a
     checkpointed run could not resume exactly (`fire_rl.envs.env_state`). Both draw from the game's ``np_random``.
 
@@ -215,14 +215,47 @@ class StickyAgentAction(gym.Wrapper):
         self.sticky_action = state["sticky_action"]
 
 
+def _repeat_first_frame(stacks: np.ndarray, ages: np.ndarray) -> None:
+    """In place: the frames of ``stacks[i]`` (``(N, S, H, W) uint8``, oldest first) older than its episode's first
+    frame become that frame; ``ages[i]`` (``(N,) int``) is the index of the stack's newest frame in its episode (0: the
+    first frame; ``>= S - 1``: the stack is left alone)."""
+    last = stacks.shape[1] - 1
+    for age in range(last):
+        if (rows := ages == age).any():
+            stacks[rows, : last - age] = stacks[rows, last - age : last - age + 1]
+
+
 class AleVectorAdapter(gym.vector.VectorWrapper):
     """ale-py's C++ ``AtariVectorEnv`` (SAME_STEP autoreset) behind the contract of the sync stack (module docstring).
 
-    Adds what the C++ env lacks: agent-step sticky actions (`StickyAgentAction`'s rule, from this wrapper's RNG,
-    seeded by ``reset(seed=...)``), game statistics in ``infos["final_info"]["episode"]`` (unclipped return, length in
-    agent steps, wall time) when a game ends (a truncation, or a termination that loses no life), the
-    ``infos["_final_obs"]`` mask, reward clipping after the statistics, float64 rewards. Like the C++ env's, its state
-    is not checkpointed: runs on this backend resume at an episode boundary (`fire_rl.envs.env_state`).
+    Adds what the C++ env lacks: stacks that start with 4 copies of the episode's first frame, at every reset and
+    autoreset and after a life lost in "cleanrl" training, in ``next_obs`` and ``infos["final_obs"]`` alike (the C++
+    env pads a new game's stack with zeros and plays on through a life loss with the old frames); the real final
+    observation at a life loss (the C++ env leaves that ``final_obs`` row unwritten); agent-step sticky actions
+    (`StickyAgentAction`'s rule, from this wrapper's RNG, seeded by ``reset(seed=...)``); game statistics in
+    ``infos["final_info"]["episode"]`` (unclipped return, length in agent steps, wall time) when a game ends (a
+    truncation, or a termination that loses no life); the ``infos["_final_obs"]`` mask; reward clipping after the
+    statistics; float64 rewards. Like the C++ env's, its state is not checkpointed: runs on this backend resume at an
+    episode boundary (`fire_rl.envs.env_state`).
+
+    Without no-op starts, sticky actions, FIRE reset and life-loss episodes ("fire-paper" without sticky actions;
+    "cleanrl" without no-ops, eval=True, a game without FIRE) it plays bit for bit as the sync stack: observations,
+    rewards, ends, final observations, statistics (tests/test_ale_vector_env.py). What still differs:
+
+    - FIRE reset ("cleanrl", games whose action 1 is FIRE): sync plays FIRE, then action 2, one agent step each, after
+      the no-ops at every episode start (life losses included) and, with eval=True, FIRE after every lost life; the
+      C++ env presses FIRE for one frame at a game's start only, before its no-ops.
+    - Life loss ("cleanrl" training): sync plays one hidden NOOP step (then the FIRE reset) and starts the next
+      episode from the frame after it; here it starts from the life-loss frame.
+    - No-op starts ("cleanrl"): sync 1-30 NOOP frames from the game's ``np_random``; the C++ env ``max(d - 1, 0)``
+      after its FIRE frame (no FIRE: ``d``), ``d`` uniform in 0-29 from its own generator seeded with ``seed + i``.
+    - Sticky actions ("fire-paper"): the same rules from other random streams; "frame" is ALE's own setting here,
+      which also applies to the reset's FIRE and no-op frames.
+    - Truncation at ``4 * max_episode_steps`` frames: sync counts every frame of the game (no-op starts, hidden reset
+      steps), the C++ env only the frames of agent steps.
+    - ``"l"`` of the statistics: sync counts the hidden FIRE reset and life-loss NOOP steps, here agent steps only;
+      ``infos`` hold the C++ env's keys (``lives``, ``frame_number``, ...) without sync's ``_``-masks, and
+      ``final_info`` only ``"episode"``.
     """
 
     def __init__(self, env: gym.vector.VectorEnv, repeat_action_probability: float, clip_rewards: bool):
@@ -231,6 +264,7 @@ class AleVectorAdapter(gym.vector.VectorWrapper):
         self.rng = np.random.default_rng()
         self.previous_actions = np.zeros(self.num_envs, dtype=np.int64)
         self.lives = np.zeros(self.num_envs, dtype=np.int64)
+        self.ages = np.zeros(self.num_envs, dtype=np.int64)  # of the newest frame in its episode (0: first), <= 3
         self.game_returns, self.game_lengths = np.zeros(self.num_envs), np.zeros(self.num_envs, dtype=np.int64)
         self.game_starts = np.full(self.num_envs, time.perf_counter())
 
@@ -239,8 +273,11 @@ class AleVectorAdapter(gym.vector.VectorWrapper):
         obs, infos = self.env.reset(seed=seed, options=options)
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        self.previous_actions[:], self.lives[:] = 0, infos["lives"]
-        self.game_returns[:], self.game_lengths[:], self.game_starts[:] = 0.0, 0, time.perf_counter()
+        rows = np.ones(self.num_envs, bool) if options is None or "reset_mask" not in options else options["reset_mask"]
+        self.ages[rows] = 0
+        _repeat_first_frame(obs, self.ages)  # the C++ stack starts with 3 frames of zeros
+        self.previous_actions[rows], self.lives[rows] = 0, infos["lives"][rows]
+        self.game_returns[rows], self.game_lengths[rows], self.game_starts[rows] = 0.0, 0, time.perf_counter()
         return obs, infos
 
     def step(self, actions: np.ndarray):
@@ -256,8 +293,16 @@ class AleVectorAdapter(gym.vector.VectorWrapper):
         game_over = truncations | (terminations & (infos["lives"] >= self.lives))
         self.previous_actions = np.where(ended, 0, actions)
         self.lives[:] = infos["lives"]
+        self.ages = np.minimum(self.ages + 1, FRAME_STACK - 1)
         if ended.any():
+            # A life lost ("cleanrl") ends the learner's episode, not the game: the C++ env plays on from its current
+            # stack, the real final observation, and leaves final_obs unwritten (uninitialised memory) for it.
+            life_lost = ended & ~game_over
+            infos["final_obs"][life_lost] = obs[life_lost]
+            _repeat_first_frame(infos["final_obs"], np.where(ended, self.ages, FRAME_STACK))
             infos["_final_obs"] = ended
+            self.ages[ended] = 0
+        _repeat_first_frame(obs, self.ages)
         if game_over.any():
             now = time.perf_counter()
             episode = {"r": np.where(game_over, self.game_returns, 0.0), "l": np.where(game_over, self.game_lengths, 0),
@@ -267,15 +312,15 @@ class AleVectorAdapter(gym.vector.VectorWrapper):
         return obs, np.sign(rewards) if self.clip_rewards else rewards, terminations, truncations, infos
 
     def state_dict(self) -> dict[str, Any]:
-        """The sticky-action RNG and previous actions, the lives seen and the running game statistics."""
+        """The sticky-action RNG and previous actions, the lives seen, the frames' ages and the game statistics."""
         return {"rng": self.rng.bit_generator.state, "previous_actions": self.previous_actions.copy(),
-                "lives": self.lives.copy(), "game_returns": self.game_returns.copy(),
+                "lives": self.lives.copy(), "ages": self.ages.copy(), "game_returns": self.game_returns.copy(),
                 "game_lengths": self.game_lengths.copy(),
                 "game_seconds": time.perf_counter() - self.game_starts}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
-        self.previous_actions[:], self.lives[:] = state["previous_actions"], state["lives"]
+        self.previous_actions[:], self.lives[:], self.ages[:] = state["previous_actions"], state["lives"], state["ages"]
         self.game_returns[:], self.game_lengths[:] = state["game_returns"], state["game_lengths"]
         self.game_starts[:] = time.perf_counter() - state["game_seconds"]
 
@@ -368,9 +413,9 @@ def make_atari_env(
             StickyActionEnv: the whole 4-frame step) or ``"frame"`` (ALE's standard, Machado et al. 2018). No effect
             in "cleanrl".
         backend: ``"sync"`` (the wrapper stack in a `gym.vector.SyncVectorEnv`; checkpoints resume exactly) or
-            ``"ale-vector"`` (`AleVectorAdapter` over ale-py's threaded C++ ``AtariVectorEnv``: the same contract,
-            but its own resize, FIRE only at a game's start, game lengths without the hidden reset steps; checkpoints
-            resume at an episode boundary; no video).
+            ``"ale-vector"`` (`AleVectorAdapter` over ale-py's threaded C++ ``AtariVectorEnv``: the same contract and
+            frames, but its own FIRE reset, no-op starts, sticky-action RNG and frame cap, no hidden NOOP step after
+            a life loss, see `AleVectorAdapter`; checkpoints resume at an episode boundary; no video).
 
     Returns:
         The vector env, not yet reset: observations ``(N, 4, 84, 84) uint8``, actions ``(N,) int64`` in

@@ -22,10 +22,12 @@ applies, plus the RNGs of each object's spaces (agents sample warm-up actions fr
    behind qpos, and envs read them, e.g. Humanoid-v5's centre of mass), and `MJMODEL_EPISODE_FIELDS`.
    https://mujoco.readthedocs.io/en/stable/APIreference/APIfunctions.html#mj-getstate
 
-Any other object (``AsyncVectorEnv``, ale-py's ``AtariVectorEnv``, unknown envs and wrappers) makes the state inexact:
-`get_env_state` warns once, `set_env_state` returns False and the caller resets its envs. States are dicts of lists,
-numpy arrays, bytes and scalars (``torch.save``, ``torch.load(weights_only=False)``), tied to the installed ale-py and
-mujoco.
+Any other object (``AsyncVectorEnv``, ale-py's ``AtariVectorEnv``, unknown envs and wrappers), or one without an
+attribute its protocol reads (`WRAPPER_FIELDS`, `_BASE_ENVS`, `SPACE_FIELDS`: private fields of gymnasium 1.4, ale-py,
+shimmy and dm_control, checked on real envs by tests/test_env_state.py), makes the state inexact: `get_env_state`
+warns once (naming the missing attributes), `set_env_state` returns False and the caller resets its envs. States are
+dicts of lists, numpy arrays, bytes and scalars (``torch.save``, ``torch.load(weights_only=False)``), tied to the
+installed ale-py and mujoco.
 """
 
 from __future__ import annotations
@@ -220,17 +222,19 @@ def _dm_control_set(env: Any, saved: dict[str, Any]) -> None:
     _mujoco_set(dm_env.physics.model.ptr, dm_env.physics.data.ptr, saved["mujoco"])
 
 
-# (module, class, get, set); the classes' packages are imported only by envs that use them.
+# (module, class, the attributes get and set read (dotted: nested), get, set); the classes' packages are imported
+# only by envs that use them.
 _BASE_ENVS = (
-    ("ale_py.env", "AtariEnv", _ale_get, _ale_set),
-    ("gymnasium.envs.mujoco.mujoco_env", "MujocoEnv", _mujoco_env_get, _mujoco_env_set),  # and HumanoidBench's
-    ("shimmy.dm_control_compatibility", "DmControlCompatibilityV0", _dm_control_get, _dm_control_set),
-)
+    ("ale_py.env", "AtariEnv", ("ale", "_np_random"), _ale_get, _ale_set),
+    ("gymnasium.envs.mujoco.mujoco_env", "MujocoEnv", ("model", "data", "_np_random"),  # and HumanoidBench's
+     _mujoco_env_get, _mujoco_env_set),
+    ("shimmy.dm_control_compatibility", "DmControlCompatibilityV0", ("_env._step_count", "_env._reset_next_step",
+     "_env.task._random", "_env.physics.model.ptr", "_env.physics.data.ptr"), _dm_control_get, _dm_control_set),
+)  # fmt: skip
+SPACE_FIELDS = ("_np_random",)  # read from every space of every object
 
 
 def _fields_get(obj: Any, fields: tuple[str, ...]) -> dict[str, Any]:
-    if missing := [name for name in fields if not hasattr(obj, name)]:
-        raise _NoProtocol(f"it lacks {missing}, which it has in gymnasium 1.4 (WRAPPER_FIELDS)")
     state, now = copy.deepcopy({name: getattr(obj, name) for name in fields}), time.perf_counter()
     return {name: now - value if name in _CLOCK_FIELDS else value for name, value in state.items()}
 
@@ -241,16 +245,31 @@ def _fields_set(obj: Any, saved: dict[str, Any]) -> None:
         setattr(obj, name, now - value if name in _CLOCK_FIELDS else value)
 
 
-def _protocol(obj: Any) -> tuple[Callable[[Any], Any], Callable[[Any, Any], None]] | None:
-    """(get, set) of `obj`, in the order of the module docstring; None when it has none."""
+def _protocol(obj: Any) -> tuple[Callable[[Any], Any], Callable[[Any, Any], None], tuple[str, ...]] | None:
+    """(get, set, the attributes they read besides the spaces') of `obj`, in the order of the module docstring; None
+    when it has none."""
     if callable(getattr(type(obj), "state_dict", None)) and callable(getattr(type(obj), "load_state_dict", None)):
-        return type(obj).state_dict, type(obj).load_state_dict
+        return type(obj).state_dict, type(obj).load_state_dict, ()
     if type(obj) in WRAPPER_FIELDS:
-        return (lambda o: _fields_get(o, WRAPPER_FIELDS[type(o)])), _fields_set
-    for module, name, get, set_ in _BASE_ENVS:
+        return (lambda o: _fields_get(o, WRAPPER_FIELDS[type(o)])), _fields_set, WRAPPER_FIELDS[type(obj)]
+    for module, name, fields, get, set_ in _BASE_ENVS:
         if isinstance(obj, getattr(sys.modules.get(module), name, ())):
-            return get, set_
+            return get, set_, fields
     return None
+
+
+def _missing_fields(obj: Any, fields: tuple[str, ...]) -> list[str]:
+    """The `fields` (dotted: nested attributes) that `obj` lacks, then those its spaces lack (``space[i].name``)."""
+
+    def has(target: Any, dotted: str) -> bool:
+        for name in dotted.split("."):
+            if not hasattr(target, name):
+                return False
+            target = getattr(target, name)
+        return True
+
+    spaces = [f"space[{i}].{name}" for i, sp in enumerate(_spaces(obj)) for name in SPACE_FIELDS if not has(sp, name)]
+    return [name for name in fields if not has(obj, name)] + spaces
 
 
 def _chains(env: Any) -> list[list[Any]]:
@@ -285,6 +304,9 @@ def get_env_state(env: gym.Env | gym.vector.VectorEnv) -> dict[str, Any]:
         try:
             if (protocol := _protocol(obj)) is None:
                 raise _NoProtocol("fire_rl.envs.env_state has no state protocol for it")
+            if missing := _missing_fields(obj, protocol[2]):
+                raise _NoProtocol(f"it lacks {missing}, which fire_rl.envs.env_state reads (written for gymnasium 1.4, "
+                                  f"installed: {gym.__version__})")  # fmt: skip
             layers.append({"state": protocol[0](obj), "spaces": [_rng_get(sp._np_random) for sp in _spaces(obj)]})
         except _NoProtocol as err:
             reason = f"{_type_name(obj)}: {err}"

@@ -300,6 +300,50 @@ def test_sync_vector_env_resumes_exactly(mode):
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# The private fields env_state reads exist in the installed gymnasium (and ale-py, shimmy, dm_control)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_fields_env_state_reads_exist_on_real_envs(tmp_path):
+    """Every object of real envs of every kind env_state saves has a protocol, and every attribute it declares to read
+    (WRAPPER_FIELDS, _BASE_ENVS, SPACE_FIELDS) exists on it: an upgrade that renames one fails here, naming it."""
+    envs = [
+        _atari("cleanrl"),  # AtariEnv, AtariPreprocessing, FrameStackObservation, SyncVectorEnv, ...
+        _atari("fire-paper", 1, sticky_actions="frame"),  # StickyAction
+        make_humanoid_env("Hopper-v5", seed=0),  # MujocoEnv, TimeLimit, RescaleAction, TransformAction, ...
+        make_humanoid_env("dm_control/cartpole-swingup-v0", seed=0),  # shimmy and dm_control, FlattenObservation
+        gym.wrappers.vector.RecordEpisodeStatistics(gym.vector.SyncVectorEnv([lambda: gym.make("Hopper-v5")])),
+    ]
+    if HAS_MOVIEPY := importlib.util.find_spec("moviepy") is not None:
+        envs.append(gym.wrappers.RecordVideo(gym.make("CartPole-v1", render_mode="rgb_array"), str(tmp_path)))
+    objects = []
+    for env in envs:
+        env.reset(seed=0)
+        env.step(env.action_space.sample())
+        objects += [obj for chain in env_state._chains(env) for obj in chain]
+    for obj in objects:
+        name, version = env_state._type_name(obj), f"gymnasium {gym.__version__}"
+        assert (protocol := env_state._protocol(obj)) is not None, f"{version}: env_state has no protocol for {name}"
+        missing = env_state._missing_fields(obj, protocol[2])
+        assert not missing, f"{version}: {name} lacks {missing}, which env_state reads"
+    unseen = [t for t, fields in env_state.WRAPPER_FIELDS.items() if fields and t not in set(map(type, objects))]
+    assert unseen == ([] if HAS_MOVIEPY else [gym.wrappers.RecordVideo]), unseen
+    for module, name, *_ in env_state._BASE_ENVS:
+        assert any(isinstance(obj, getattr(sys.modules[module], name)) for obj in objects), name
+    for env in envs:
+        env.close()
+
+
+def test_a_missing_field_gives_an_inexact_state_naming_it():
+    env = gym.make("Hopper-v5")
+    env.reset(seed=0)
+    del env.env._has_reset  # TimeLimit(OrderEnforcing(...)): OrderEnforcing's
+    with pytest.warns(UserWarning, match=rf"lacks \['_has_reset'\].*installed: {gym.__version__}"):
+        assert get_env_state(env)["exact"] is False
+    env.close()
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Envs without a protocol: inexact state, one warning, set_env_state() False; structure mismatches raise
 # --------------------------------------------------------------------------------------------------------------------
 
