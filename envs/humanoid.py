@@ -33,6 +33,7 @@ import importlib.util
 import re
 import sys
 import types
+import warnings
 from pathlib import Path
 from typing import Any, SupportsFloat
 
@@ -175,9 +176,16 @@ def _drop_missing_mujoco_fields() -> None:
             del table[field]
 
 
-def _unknown_id_error(env_id: str) -> ValueError:
-    with contextlib.suppress(ImportError):  # importing shimmy registers the dm_control ids, mistyped ones' neighbours
+def _register_dm_control_ids() -> None:
+    """Import shimmy, which registers the ``dm_control/...`` ids, if installed. dm_control's renderer probes GLFW at
+    import and, without a display, warns twice on stderr; no window is ever opened here, so that warning is dropped."""
+    with contextlib.suppress(ImportError), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*DISPLAY")
         importlib.import_module("shimmy")
+
+
+def _unknown_id_error(env_id: str) -> ValueError:
+    _register_dm_control_ids()  # the mistyped dm_control ids' neighbours
     hb_ids = [f"{robot}-{task}-v0" for robot in HUMANOID_BENCH_ROBOTS for task in HUMANOID_BENCH_TASKS]
     close = difflib.get_close_matches(env_id, [k for k in gym.registry if "ALE/" not in k] + hb_ids, n=5, cutoff=0.6)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -229,8 +237,7 @@ def make_humanoid_env(
             raise _unknown_id_error(env_id)
         _import_humanoid_bench()
     elif env_id.startswith("dm_control/"):
-        with contextlib.suppress(ImportError):  # importing shimmy registers the dm_control ids
-            importlib.import_module("shimmy")
+        _register_dm_control_ids()
     if env_id not in gym.registry:
         raise _unknown_id_error(env_id)
     env = gym.make(env_id, render_mode=render_mode)

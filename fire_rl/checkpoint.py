@@ -132,19 +132,19 @@ def load_checkpoint(path: str | Path, *, agent: str, env_id: str | None = None, 
     Checkpoints are unpickled with ``weights_only=False`` (they hold numpy RNG states); load only your own files.
     """
     path = resolve_checkpoint(path)
+    prev = path.with_name(f"{path.stem}.prev{path.suffix}")
+    hint = f"; to resume from the previous checkpoint instead: --resume {prev}" if prev.is_file() else ""
     try:
         with zipfile.ZipFile(path) as archive:
             bad_record = archive.testzip()
     except (zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupted?): {err}") from err
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupted?): {err}{hint}") from err
     if bad_record is not None:
-        prev = path.with_name(f"{path.stem}.prev{path.suffix}")
-        hint = f"; to resume from the previous checkpoint instead: --resume {prev}" if prev.is_file() else ""
         raise CheckpointError(f"{path} is corrupted: record {bad_record} fails its CRC-32 check{hint}")
     try:
         record = torch.load(path, map_location=map_location, weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, AttributeError) as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupted?): {err}") from err
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupted?): {err}{hint}") from err
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a fire_rl checkpoint (no '{FORMAT}' header)")
     if record.get("version") != VERSION:

@@ -21,6 +21,7 @@ the tensorboard event files, ``scalars.csv`` (every logged scalar once, ``tag,st
 
 from __future__ import annotations
 
+import collections
 import csv
 import fcntl
 import hashlib
@@ -28,6 +29,7 @@ import importlib.util
 import json
 import math
 import os
+import secrets
 import shutil
 import sys
 import threading
@@ -45,6 +47,8 @@ from tqdm import tqdm
 
 from fire_rl.checkpoint import get_rng_state, load_checkpoint, resolve_checkpoint, save_checkpoint, set_rng_state
 from fire_rl.runtime import GracefulStop, check_run_dir, default_run_dir, seed_everything, write_json_atomic
+from fire_rl.scheduler import ResetConfig
+from fire_rl.validation import flag
 
 # Flags a resumed run may change: they say how long and where it runs and what it logs, not what its state means.
 RESUMABLE = frozenset({
@@ -52,19 +56,12 @@ RESUMABLE = frozenset({
     "track", "wandb_project_name", "wandb_entity", "capture_video", "save_buffer", "save_model", "resume", "run_dir",
     "start_over",
 })  # fmt: skip
-# Flags a branch (--branch-from) may also set: its seed and name, and the reset it applies from the branch point on.
-BRANCHABLE = RESUMABLE | {
-    "seed", "exp_name", "branch_from", "reset", "reset_recipe", "reset_at", "reset_at_start", "reset_every",
-    "reset_start", "reset_stop", "reset_kinds", "reset_roles", "reset_names", "reset_target", "reset_optimizer",
-    "reset_temperature", "reset_toward", "fire_scale", "polar_method", "ns_steps", "ns_tol", "sp_alpha", "redo_tau",
-}  # fmt: skip
+RESET_FLAGS = frozenset(f.name for f in fields(ResetConfig))
+# Flags a branch (--branch-from) may also set: its seed and name, and its own reset schedule from the branch point on.
+BRANCHABLE = RESUMABLE | {"seed", "exp_name", "branch_from"} | RESET_FLAGS
 EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_IO = 2, 3, 4
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 RUN_FILES = ("config.json", "checkpoint.pt", "result.json")
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def _argv_value(argv: list[str], flag: str) -> str | None:
@@ -76,6 +73,25 @@ def _argv_value(argv: list[str], flag: str) -> str | None:
         elif token.startswith(flag + "="):
             value = token.split("=", 1)[1]
     return value
+
+
+def check_config(path: Path) -> None:
+    """Refuse to resume a run whose ``config.json`` (its start history) is not a JSON object.
+
+    Raises:
+        ValueError: the message names the file and what to do.
+    """
+    if not path.is_file():
+        return
+    try:
+        config = json.loads(path.read_text())
+        if not isinstance(config, dict) or not isinstance(config.get("history", []), list):
+            raise ValueError("not a JSON object with a 'history' list")
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise ValueError(
+            f"{path} is not a run's config ({err}); the checkpoint holds the run's flags: move {path.name} aside and "
+            "--resume again (the record of earlier starts is then lost)"
+        ) from None
 
 
 def holds_run(path: Path) -> bool:
@@ -128,7 +144,17 @@ def parse_args(cls: type, agent: str, presets: dict[str, dict] | None = None, ar
         if resume is not None and branch is not None:
             raise ValueError("--resume and --branch-from exclude each other: a branch is a new run")
         if (source := resume or branch) is not None:
+            source_dir = Path(source) if Path(source).is_dir() else Path(source).parent
+            try:  # a running run is the first thing to say
+                lock_run_dir(source_dir, probe=True)
+            except ValueError as err:
+                if resume is not None:
+                    raise
+                raise ValueError(f"--branch-from {branch}: {err}; its checkpoint is rewritten while it runs: branch "
+                                 "from it once it has stopped") from None  # fmt: skip
             checkpoint = load_checkpoint(source, agent=agent)
+            if resume is not None:
+                check_config(source_dir / "config.json")
             if branch is not None and "buffer" not in checkpoint:
                 raise ValueError(
                     f"--branch-from {branch}: the checkpoint holds no replay buffer; save the source run with "
@@ -138,6 +164,9 @@ def parse_args(cls: type, agent: str, presets: dict[str, dict] | None = None, ar
             saved = {k: v for k, v in checkpoint["args"].items() if k in names}
             if branch is not None:  # a new run: its own directory, unless --run-dir names one
                 saved.update(resume=None, run_dir=None, branch_from=branch)
+                # ... and its own reset schedule: the source's past resets are in its history, its future is not ours
+                for name in RESET_FLAGS:
+                    saved.pop(name, None)
             default = cls(**saved)
         elif presets:
             preset = _argv_value(argv, "--preset") or default.preset
@@ -148,10 +177,10 @@ def parse_args(cls: type, agent: str, presets: dict[str, dict] | None = None, ar
             for f in fields(cls):
                 if f.name not in allowed and getattr(args, f.name) != getattr(default, f.name):
                     raise ValueError(
-                        f"{_flag(f.name)}={getattr(args, f.name)!r} differs from the run's {getattr(default, f.name)!r}"
+                        f"{flag(f.name)}={getattr(args, f.name)!r} differs from the run's {getattr(default, f.name)!r}"
                         f": it changes what the checkpoint means; "
                         f"{'a branch' if branch else 'a resumed run'} may change only "
-                        f"{', '.join(_flag(n) for n in sorted(allowed - {'resume', 'run_dir', 'branch_from'}))}"
+                        f"{', '.join(flag(n) for n in sorted(allowed - {'resume', 'run_dir', 'branch_from'}))}"
                     )
             if args.total_timesteps < checkpoint["global_step"]:
                 raise ValueError(
@@ -159,9 +188,7 @@ def parse_args(cls: type, agent: str, presets: dict[str, dict] | None = None, ar
                     f"{checkpoint['global_step']}"
                 )
         if resume is not None:
-            path = Path(resume)
-            args.run_dir = str(path if path.is_dir() else path.parent)
-            lock_run_dir(Path(args.run_dir), probe=True)
+            args.run_dir = str(source_dir)
         else:
             if args.run_dir is None:
                 args.run_dir = str(default_run_dir(args.env_id, args.exp_name, args.seed))
@@ -174,7 +201,7 @@ def parse_args(cls: type, agent: str, presets: dict[str, dict] | None = None, ar
             if branch is not None and args.reset_at_start:
                 args.reset_at = tuple(sorted({*args.reset_at, checkpoint["global_step"]}))
         check_run_dir(args.run_dir)
-        args.check()
+        args.check(branch_step=checkpoint["global_step"] if branch is not None else None)
         if args.track and importlib.util.find_spec("wandb") is None:
             raise ValueError("--track needs wandb, which is not installed: pip install 'fire_rl[track]'")
     except ValueError as err:  # CheckpointError is a ValueError
@@ -224,6 +251,8 @@ class Run:
         self._log_lock = threading.Lock()
         self._process = psutil.Process()
         self._sps_mark = (time.time(), self.start_step)
+        self._returns: collections.deque[float] = collections.deque(maxlen=10)  # the last episodes' returns
+        self._postfix: dict[str, Any] = {}
         self.rng = np.random.default_rng(args.seed)  # the agent's own draws (DQN's exploration), checkpointed
         # Batches for diagnostics (plasticity metrics, reset reports): never the buffer's training draws.
         self.probe_rng = np.random.default_rng([args.seed, 1])
@@ -256,18 +285,18 @@ class Run:
             self._move_aside()
         for stale in self.dir.glob(".*.tmp"):  # temporary files of a write that a kill interrupted
             stale.unlink()
-        self._write_config()
+        wandb_id = self._write_config()
         self._open_scalars()
         self._hook = threading.excepthook
         threading.excepthook = self._thread_hook
-        self.writer = SummaryWriter(str(self.dir), purge_step=None if fresh else self.start_step + 1)
-        if fresh:
-            self.writer.add_text("hyperparameters", self.args.markdown())
-        if self.args.track:
+        if self.args.track:  # before the SummaryWriter exists: sync_tensorboard patches its class
             import wandb
 
             wandb.init(project=self.args.wandb_project_name, entity=self.args.wandb_entity, sync_tensorboard=True,
-                       config=asdict(self.args), name=self.dir.name, id=self.dir.name, resume="allow")  # fmt: skip
+                       config=asdict(self.args), name=self.dir.name, id=wandb_id, resume="allow")  # fmt: skip
+        self.writer = SummaryWriter(str(self.dir), purge_step=None if fresh else self.start_step + 1)
+        if fresh:
+            self.writer.add_text("hyperparameters", self.args.markdown())
         self._stop.__enter__()
         self.progress = tqdm(total=self.args.total_timesteps, initial=self.start_step, unit="step",
                              dynamic_ncols=True, smoothing=0.05, mininterval=1.0)  # fmt: skip
@@ -277,6 +306,10 @@ class Run:
             how = f"branched from {self.args.branch_from}" if self.branched else "resumed"
             print(f"{self.dir}: {how} at env step {self.start_step:,} (update {self.checkpoint['update_step']:,})")
         ckpt = self.restore(state, buffer)
+        self._scheduler = state["scheduler"]
+        # A branch inherits its source's reset events (its history); result.json counts them apart.
+        inherited = len(self._scheduler.events) if self.branched else (ckpt or {}).get("inherited_resets", 0)
+        self.inherited_resets = inherited
         if self.branched and self.args.reset_at_start:
             if state["scheduler"].step(self.start_step, ckpt["update_step"]) is not None:  # None under --reset none
                 state["regularizer"].on_reset()
@@ -290,13 +323,20 @@ class Run:
                 shutil.move(str(entry), old / entry.name)
         print(f"--start-over: the previous run is now in {old}", flush=True)
 
-    def _write_config(self) -> None:
+    def _write_config(self) -> str | None:
+        """Write ``config.json`` with this start's entry appended to ``history``; return the run's W&B id with
+        ``--track`` (a new random one, or the one an earlier start of this run recorded: a resumed run continues its
+        own W&B run, and two sweeps with the same run names never merge), else None."""
         args = asdict(self.args)
         history = []
         path = self.dir / "config.json"
         if self.checkpoint is not None and not self.branched and path.is_file():
             history = json.loads(path.read_text()).get("history", [])
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid()}
+        wandb_id = None
+        if self.args.track:
+            wandb_id = next((h["wandb_id"] for h in reversed(history) if "wandb_id" in h), None) or secrets.token_hex(4)
+            entry["wandb_id"] = wandb_id
         if self.checkpoint is None:
             entry.update(mode="fresh", args=args)
         elif self.branched:
@@ -314,6 +354,7 @@ class Run:
             overrides = {k: v for k, v in args.items() if k not in ("resume", "run_dir") and saved.get(k) != v}
             entry.update(mode="resume", env_step=self.start_step, overrides=overrides)
         write_json_atomic(path, {**args, "history": [*history, entry]})
+        return wandb_id
 
     def _open_scalars(self) -> None:
         path = self.dir / "scalars.csv"
@@ -369,6 +410,10 @@ class Run:
         with self._log_lock:
             self.writer.add_scalar(tag, value, step)
             self._csv.writerow((tag, step, repr(value)))
+            if tag == "charts/episodic_return":  # the progress bar shows the mean of the last ones
+                self._returns.append(value)
+                self._postfix["ret"] = f"{np.mean(self._returns):.4g}"
+                self.progress.set_postfix(self._postfix, refresh=False)
 
     def log_all(self, values: dict[str, float], step: int, prefix: str = "") -> None:
         """Log every scalar of `values` at `step` (env steps), each tag prefixed by `prefix`."""
@@ -396,7 +441,9 @@ class Run:
         self.log("charts/SPS", sps, step)
         self.log("charts/update_step", update_step, step)
         self.log("charts/rss_mb", self._process.memory_info().rss / 2**20, step)
-        self.progress.set_postfix(sps=sps, upd=update_step, refresh=False)
+        with self._log_lock:
+            self._postfix.update(sps=sps, upd=update_step)
+            self.progress.set_postfix(self._postfix, refresh=False)
 
     def advance(self, env_steps: int) -> None:
         """Move the progress bar by `env_steps`."""
@@ -456,7 +503,8 @@ class Run:
         """
         payload = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v.state_dict() for k, v in state.items()}
         payload.update(extra, args=asdict(self.args), rng=get_rng_state(), exploration_rng=self.rng.bit_generator.state,
-                       probe_rng=self.probe_rng.bit_generator.state)  # fmt: skip
+                       probe_rng=self.probe_rng.bit_generator.state,
+                       inherited_resets=self.inherited_resets)  # fmt: skip
         if self.args.save_buffer:
             payload["buffer"] = buffer.state_dict()
         save_checkpoint(self.dir / "checkpoint.pt", payload, agent=self.agent, env_id=self.args.env_id)
@@ -471,6 +519,11 @@ class Run:
         print(f"stopped by {self._stop.requested} at env step {global_step:,}; resume with --resume {self.dir}")
 
     def finish(self, result: dict[str, Any]) -> None:
-        """Write ``result.json`` (``finished: true`` and `result`): the mark a sweep reads as done."""
+        """Write ``result.json`` (``finished: true``, `result`, ``resets``: the number of resets this run applied, and
+        ``inherited_resets``: the env steps of those a branch's source applied before the branch point): the mark a
+        sweep reads as done."""
         self.progress.close()
-        write_json_atomic(self.dir / "result.json", {"finished": True, **result})
+        events = self._scheduler.events
+        resets = {"resets": len(events) - self.inherited_resets,
+                  "inherited_resets": [e.global_step for e in events[: self.inherited_resets]]}  # fmt: skip
+        write_json_atomic(self.dir / "result.json", {"finished": True, **result, **resets})

@@ -16,9 +16,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_agent(agent: str, *flags: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``python agents/<agent>.py <flags>`` from the repository root with one torch thread."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+def run_agent(
+    agent: str, *flags: str, timeout: float = 600, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python agents/<agent>.py <flags>`` from the repository root with one torch thread (and `env` added to
+    the environment)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **(env or {}))
     cmd = [sys.executable, str(ROOT / "agents" / f"{agent}.py"), "--threads", "1", *flags]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:

@@ -72,10 +72,10 @@ def test_branch_refusals(tmp_path):
 
 
 def test_an_overlap_branch_injects_and_acts_with_the_new_network(tmp_path):
-    # --overlap's (the default's) actor must take the branch's own network: plasticity injection at the branch point
+    # --overlap's actor must take the branch's own network: plasticity injection at the branch point
     # changes it.
     source = tmp_path / "source"
-    run_agent("dqn_atari", *SOURCE, "--total-timesteps", "200", "--run-dir", str(source))
+    run_agent("dqn_atari", *SOURCE, "--overlap", "--total-timesteps", "200", "--run-dir", str(source))
     branch = tmp_path / "pi"
     run_agent("dqn_atari", "--branch-from", str(source), "--total-timesteps", "240", "--reset", "pi",
               "--reset-at-start", "--run-dir", str(branch))  # fmt: skip
@@ -98,3 +98,27 @@ def test_reset_at_start_without_a_reset_leaves_the_regularizer_alone(tmp_path):
     assert not reset_events(at_start)
     for key in ("regularizer", "q_network", "optimizer"):
         assert_same(a[key], b[key], key)
+
+
+def test_a_branch_keeps_its_sources_past_resets_and_never_its_schedule(tmp_path):
+    # The source resets at 100 and plans one at 250; the branch starts from its checkpoint at 200 (checkpoint.prev.pt).
+    source = tmp_path / "source"
+    run_agent("dqn_atari", *SOURCE, "--total-timesteps", "300", "--checkpoint-every", "100", "--reset", "sp",
+              "--reset-at", "100", "250", "--run-dir", str(source))  # fmt: skip
+    branch_point = source / "checkpoint.prev.pt"
+    assert checkpoint(source)["global_step"] == 300 and [e["global_step"] for e in reset_events(source)] == [100, 250]
+    at_start, midpoint = tmp_path / "at_start", tmp_path / "midpoint"
+    run_agent("dqn_atari", "--branch-from", str(branch_point), "--reset", "sp", "--reset-at-start",
+              "--total-timesteps", "400", "--run-dir", str(at_start))  # fmt: skip
+    run_agent("dqn_atari", "--branch-from", str(branch_point), "--reset", "fire", "--total-timesteps", "400",
+              "--run-dir", str(midpoint))  # fmt: skip
+    # Its own schedule only: the branch point, or the midpoint of its own span (200 to 400), never the source's 250.
+    assert [e["global_step"] for e in reset_events(at_start)] == [100, 200]
+    assert [e["global_step"] for e in reset_events(midpoint)] == [100, 300]
+    for run_dir in (at_start, midpoint):
+        result = json.loads((run_dir / "result.json").read_text())
+        assert result["resets"] == 1 and result["inherited_resets"] == [100], result
+    # A branch's reset before its branch point is refused.
+    proc = run_agent("dqn_atari", "--branch-from", str(branch_point), "--reset", "fire", "--reset-at", "150",
+                     "--run-dir", str(tmp_path / "early"), check=False)  # fmt: skip
+    assert proc.returncode == 2 and "before the branch point" in proc.stderr, proc.stderr

@@ -53,7 +53,16 @@ BAD_FLAGS = [
 ] + [
     (agent, flags, flags[0])
     for agent in ("dqn_atari", "sac_simba")
-    for flags in (["--seed", "-1"], ["--seed", "4294967296"], ["--replay-ratio", "inf"], ["--sp-alpha", "nan"])
+    for flags in (
+        ["--seed", "-1"],
+        ["--seed", "4294967296"],
+        ["--replay-ratio", "inf"],
+        ["--sp-alpha", "nan"],
+        ["--total-timesteps", "100000000000000000000"],
+        ["--learning-starts", "400"],
+        ["--learning-starts", "100000"],
+        ["--reset-every", "-5"],
+    )
 ]
 
 
@@ -72,6 +81,10 @@ def test_bad_flags_exit_2_before_anything_is_written(tmp_path, capsys, agent, fl
 
 def test_help_shows_the_real_defaults_of_the_preset():
     out = subprocess.run([sys.executable, "agents/dqn_atari.py", "--help"], cwd=ROOT, capture_output=True, text=True)
+    flat = " ".join(line.strip("│ ") for line in out.stdout.splitlines())
+    assert "(default: 1; an integer in [1, 1024])" in flat.split("--num-envs")[1], "--help shows each range"
+    run_dir = flat.split("--run-dir")[1].split("--resume")[0]
+    assert run_dir.count("default") == 1 and "runs/{env}" in run_dir, run_dir
     assert "None" not in out.stdout.split("--learning-rate")[1].split("--")[0], "--learning-rate shows None"
     for flag, value in [("--total-timesteps", "10000000"), ("--replay-ratio", "0.25"), ("--learning-rate", "0.0001")]:
         assert value in out.stdout.split(flag)[1].split("\n--")[0].split("│ --")[0], (flag, value)
@@ -111,7 +124,10 @@ def test_sigterm_exits_143_and_a_second_process_is_refused(tmp_path):
     run_dir = tmp_path / "run"
     first = start_agent("dqn_atari", *DQN, "--total-timesteps", "3000", "--run-dir", str(run_dir))
     wait_for(run_dir / "checkpoint.pt", first)
-    for flags in (["--run-dir", str(run_dir)], ["--resume", str(run_dir)], ["--run-dir", str(run_dir), "--start-over"]):
+    # A running run is the first thing said, before any other objection (a total below the checkpoint's step, a
+    # source saved without its buffer).
+    for flags in (["--run-dir", str(run_dir)], ["--resume", str(run_dir)], ["--run-dir", str(run_dir), "--start-over"],
+                  ["--resume", str(run_dir), "--total-timesteps", "50"], ["--branch-from", str(run_dir)]):  # fmt: skip
         proc = run_agent("dqn_atari", *DQN, *flags, check=False, timeout=120)
         assert proc.returncode == 2 and f"pid {first.pid}" in proc.stderr, (flags, proc.stderr)
     first.send_signal(signal.SIGTERM)
@@ -137,13 +153,13 @@ def test_two_fresh_runs_on_one_directory(tmp_path):
 
 def test_a_finished_run_is_not_overwritten_and_start_over_moves_it_aside(tmp_path):
     run_dir = tmp_path / "run"
-    run_agent("dqn_atari", *DQN, "--total-timesteps", "100", "--run-dir", str(run_dir))
+    run_agent("dqn_atari", *DQN, "--total-timesteps", "120", "--run-dir", str(run_dir))
     before = (run_dir / "checkpoint.pt").read_bytes()
     proc = run_agent("dqn_atari", *DQN, "--run-dir", str(run_dir), check=False, timeout=120)
     assert proc.returncode == 2 and "--start-over" in proc.stderr and "--resume" in proc.stderr
     assert (run_dir / "checkpoint.pt").read_bytes() == before
     (run_dir / ".checkpoint.pt.abc.tmp").write_bytes(b"left by a kill mid-write")
-    run_agent("dqn_atari", *DQN, "--total-timesteps", "100", "--run-dir", str(run_dir), "--start-over")
+    run_agent("dqn_atari", *DQN, "--total-timesteps", "120", "--run-dir", str(run_dir), "--start-over")
     old = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
     assert len(old) == 1 and (old[0] / "checkpoint.pt").read_bytes() == before, "the old run is kept, whole"
     assert not list(run_dir.glob(".*.tmp")), "temporary files of an interrupted write are cleaned at start-up"
@@ -175,6 +191,50 @@ def test_non_finite_optimizer_state_stops_the_run_with_exit_3(tmp_path):
         payload = checkpoint(run_dir)
         for state in payload["optimizer"]["state"].values():
             assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_resume_refusals_name_the_file_and_what_to_do(tmp_path):
+    run_dir = tmp_path / "run"
+    run_agent("dqn_atari", *DQN, "--total-timesteps", "200", "--run-dir", str(run_dir))
+    proc = run_agent("dqn_atari", "--resume", str(run_dir), "--start-over", check=False, timeout=120)
+    assert proc.returncode == 2 and "--start-over" in proc.stderr and "--resume" in proc.stderr, proc.stderr
+    config, ckpt = run_dir / "config.json", run_dir / "checkpoint.pt"
+    good_config, good_ckpt = config.read_bytes(), ckpt.read_bytes()
+    config.write_text("{ not json")
+    proc = run_agent("dqn_atari", "--resume", str(run_dir), "--total-timesteps", "300", check=False, timeout=120)
+    assert proc.returncode == 2 and str(config) in proc.stderr and "move config.json aside" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and config.read_text() == "{ not json"
+    config.write_bytes(good_config)
+    for broken in (good_ckpt[: len(good_ckpt) // 2], b""):  # truncated, empty
+        ckpt.write_bytes(broken)
+        proc = run_agent("dqn_atari", "--resume", str(run_dir), "--total-timesteps", "300", check=False, timeout=120)
+        assert proc.returncode == 2 and f"--resume {run_dir / 'checkpoint.prev.pt'}" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and ckpt.read_bytes() == broken
+    run_agent("dqn_atari", "--resume", str(run_dir / "checkpoint.prev.pt"), "--total-timesteps", "300")
+    assert checkpoint(run_dir)["global_step"] == 300
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb is not installed (pip install wandb)")
+def test_track_logs_the_scalars_to_wandb_and_a_resume_continues_its_own_run(tmp_path):
+    def wandb_runs(wandb_dir):
+        """{W&B run id: the bytes of its offline record files}: history records hold each scalar's tag."""
+        runs = {}
+        for path in sorted(wandb_dir.glob("wandb/offline-run-*/run-*.wandb")):
+            runs[path.stem.removeprefix("run-")] = runs.get(path.stem.removeprefix("run-"), b"") + path.read_bytes()
+        return runs
+
+    flags = [*DQN, "--replay-ratio", "1", "--track"]  # 300 updates: losses are logged every 100
+    for sweep in ("a", "b"):  # two sweeps whose runs have the same name
+        env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path / sweep)}
+        run_agent("dqn_atari", *flags, "--run-dir", str(tmp_path / sweep / "run"), env=env)
+    runs_a, runs_b = wandb_runs(tmp_path / "a"), wandb_runs(tmp_path / "b")
+    assert len(runs_a) == len(runs_b) == 1 and runs_a.keys() != runs_b.keys(), "one W&B run each, never merged"
+    (records,) = runs_a.values()
+    assert b"losses/td_loss" in records and b"charts/SPS" in records, "the W&B run holds the tensorboard scalars"
+    run_agent("dqn_atari", "--resume", str(tmp_path / "a" / "run"), "--total-timesteps", "600", env=env | {
+        "WANDB_DIR": str(tmp_path / "a")})  # fmt: skip
+    assert wandb_runs(tmp_path / "a").keys() == runs_a.keys(), "the resumed run continues its own W&B run"
+    assert len(list((tmp_path / "a").glob("wandb/offline-run-*"))) == 2
 
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed")
