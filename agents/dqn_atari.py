@@ -6,7 +6,7 @@ import copy
 import os
 import sys
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from fire_rl.networks import QNetwork, update_target_
 from fire_rl.run import Run, check_memory, parse_args
 from fire_rl.runtime import Background, ReplayRatio, crossed, resolve_device, seed_everything
 from fire_rl.scheduler import ResetScheduler
+from fire_rl.validation import MAX_STEPS, In
 
 AGENT = "dqn_atari"
 
@@ -45,35 +46,35 @@ class Args(PlasticityArgs, RunArgs):
     preset: Literal["cleanrl", "fire-paper"] = "cleanrl"
     """hyper-parameter set: CleanRL's dqn_atari.py, or the official FIRE DQN (its values: README); explicit flags
     override it, and --help after --preset fire-paper shows its defaults"""
-    total_timesteps: int = 10_000_000
+    total_timesteps: Annotated[int, In(1, MAX_STEPS)] = 10_000_000
     """total env steps of the experiment"""
-    learning_rate: float = 1e-4
+    learning_rate: Annotated[float, In(0, bounds="(]")] = 1e-4
     """the learning rate of the optimizer"""
-    adam_eps: float = 1e-8
+    adam_eps: Annotated[float, In(0, bounds="(]")] = 1e-8
     """Adam's epsilon"""
-    num_envs: int = 1
+    num_envs: Annotated[int, In(1, 1024)] = 1
     """the number of parallel game environments"""
-    replay_ratio: float = 0.25
+    replay_ratio: Annotated[float, In(0.0001, 1000)] = 0.25
     """gradient updates per env step; fractional ratios accumulate exactly"""
-    buffer_size: int = 1_000_000
+    buffer_size: Annotated[int, In(1, MAX_STEPS)] = 1_000_000
     """the replay memory buffer size (env steps)"""
-    gamma: float = 0.99
+    gamma: Annotated[float, In(0, 1)] = 0.99
     """the discount factor gamma"""
-    tau: float = 1.0
+    tau: Annotated[float, In(0, 1, "(]")] = 1.0
     """the target network update rate"""
-    target_network_frequency: int = 1_000
+    target_network_frequency: Annotated[int, In(1, MAX_STEPS)] = 1_000
     """env steps between target network updates"""
-    batch_size: int = 32
-    """the batch size of sample from the reply memory"""
-    start_e: float = 1.0
+    batch_size: Annotated[int, In(1, 1_000_000)] = 32
+    """the batch size of sample from the replay memory"""
+    start_e: Annotated[float, In(0, 1)] = 1.0
     """the starting epsilon for exploration"""
-    end_e: float = 0.01
+    end_e: Annotated[float, In(0, 1)] = 0.01
     """the ending epsilon for exploration"""
-    exploration_fraction: float = 0.10
+    exploration_fraction: Annotated[float, In(0, 1, "(]")] = 0.10
     """the fraction of `total-timesteps` it takes from start-e to go end-e"""
     epsilon_after_learning_starts: bool = False
     """hold epsilon at start-e until learning-starts, then decay (the official FIRE DQN); off: decay from step 0"""
-    learning_starts: int = 80_000
+    learning_starts: Annotated[int, In(0, MAX_STEPS)] = 80_000
     """env step to start learning"""
     loss: Literal["mse", "huber"] = "mse"
     """TD loss: mse (CleanRL) or huber (smooth L1, the official FIRE DQN)"""
@@ -85,10 +86,10 @@ class Args(PlasticityArgs, RunArgs):
     """fused Adam kernel (about 1.2x per update on CPU); --no-fused-adam runs PyTorch's default path, the reference"""
     channels_last: bool = True
     """channels_last memory format for the convs (about 1.1x on CPU); --no-channels-last runs the reference layout"""
-    overlap: bool = True
-    """run each learning step's gradient updates in a background thread while the next env steps are acted and
-    played (a second core works); same updates, but actions come from the weights one learning step older (README).
-    --no-overlap: the serial loop, CleanRL's order"""
+    overlap: bool = False
+    """opt-in speed trick: run each learning step's gradient updates in a background thread while the next env steps
+    are acted and played (a second core works); same updates, but actions come from weights one learning step older
+    (docs/dqn.md). Off: the serial loop, CleanRL's order (the published algorithm)"""
 
     # Resets and per-step methods: the flags of fire_rl.cli.PlasticityArgs (--reset, --reset-at, --regularizer, ...)
     reset_recipe: Literal["paper-dqn", "custom"] = "paper-dqn"
@@ -96,25 +97,12 @@ class Args(PlasticityArgs, RunArgs):
     the layers chosen by --reset-kinds/--reset-roles/--reset-names"""
 
     # Evaluation, metrics, checkpoints
-    eval_every: int = 0
+    eval_every: Annotated[int, In(0, MAX_STEPS)] = 0
     """env steps between evaluations (0: off)"""
-    eval_episodes: int = 10
+    eval_episodes: Annotated[int, In(1, 1_000_000)] = 10
     """episodes per evaluation"""
-    eval_epsilon: float = 0.001
+    eval_epsilon: Annotated[float, In(0, 1)] = 0.001
     """epsilon of the evaluation policy"""
-
-    RANGES: ClassVar[dict[str, str]] = {
-        "total_timesteps": "[1, inf)", "learning_rate": "(0, inf)", "adam_eps": "(0, inf)", "num_envs": "[1, 1024]",
-        "replay_ratio": "[0.0001, 1000]", "buffer_size": "[1, inf)", "gamma": "[0, 1]", "tau": "(0, 1]",
-        "target_network_frequency": "[1, inf)", "batch_size": "[1, inf)", "start_e": "[0, 1]", "end_e": "[0, 1]",
-        "exploration_fraction": "(0, 1]", "learning_starts": "[0, inf)", "eval_every": "[0, inf)",
-        "eval_episodes": "[1, inf)", "eval_epsilon": "[0, 1]",
-    }  # fmt: skip
-
-    def check(self) -> None:
-        super().check()
-        if self.buffer_size < self.batch_size:
-            raise ValueError(f"--buffer-size={self.buffer_size} is smaller than --batch-size={self.batch_size}")
 
 
 # The official FIRE DQN's hyper-parameters; the cleanrl preset is Args' own defaults.
@@ -308,7 +296,7 @@ def train(args: Args, run: Run) -> None:
         return run.stop(global_step)
     if args.save_model:
         torch.save(q_network.state_dict(), run.dir / f"{args.exp_name}.cleanrl_model")
-    run.finish({"global_step": global_step, "update_step": update_step, "resets": len(scheduler.events)})
+    run.finish({"global_step": global_step, "update_step": update_step})
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@
 #
 #   scripts/bench_cleanrl.sh {dqn,sac} CLEANRL_DIR CLEANRL_PYTHON [TOTAL_TIMESTEPS] [ROUNDS]
 #
-# dqn: CleanRL's cleanrl/dqn_atari.py against agents/dqn_atari.py (the default, background learner: a second core
-#      busy) and agents/dqn_atari.py --no-overlap (the serial loop, CleanRL's order, one core): BreakoutNoFrameskip-v4, one env, replay
-#      ratio 0.25, learning from env step 1,000, buffer BUFFER_SIZE (default 100000). TOTAL_TIMESTEPS default 6000.
+# dqn: CleanRL's cleanrl/dqn_atari.py against agents/dqn_atari.py (the default: the serial loop, CleanRL's order, one
+#      core) and agents/dqn_atari.py --overlap (background learner: a second core busy; key "overlap"; summaries
+#      written before the serial default call overlap "ours" and the serial loop "serial"): BreakoutNoFrameskip-v4,
+#      one env, replay ratio 0.25, learning from env step 1,000, buffer BUFFER_SIZE (default 100000). TOTAL_TIMESTEPS default 6000.
 # sac: CleanRL's cleanrl/sac_continuous_action.py (MLP 256x2, one critic update per env step, batch 256) against
 #      agents/sac_simba.py at CleanRL's FLOPs (SimBa 128 wide with one block, whose 4x-wide MLP gives about the
 #      multiply-adds of a 256x2 MLP; action repeat 1, replay ratio 1, batch 256) and at SimBa's widths (its defaults:
@@ -37,8 +38,8 @@ case $AGENT in
         SCRIPT=cleanrl/dqn_atari.py LEARNING_STARTS=1000 TOTAL=${4:-6000}
         CLEANRL_FLAGS=(--env-id BreakoutNoFrameskip-v4 --buffer-size "$BUFFER_SIZE")
         COMMON=(agents/dqn_atari.py --env-id BreakoutNoFrameskip-v4 --buffer-size "$BUFFER_SIZE")
-        VARIANTS=(ours serial)
-        FLAGS_ours=() FLAGS_serial=(--no-overlap)
+        VARIANTS=(ours overlap)
+        FLAGS_ours=() FLAGS_overlap=(--overlap)
         ;;
     sac)
         SCRIPT=cleanrl/sac_continuous_action.py LEARNING_STARTS=5000 TOTAL=${4:-7000}

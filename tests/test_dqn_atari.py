@@ -100,8 +100,8 @@ def test_overlap_trains_on_the_same_batches(tmp_path, method, ratio):
              "1000", "--batch-size", "8", "--replay-ratio", ratio, "--target-network-frequency", "30", "--start-e",
              "1", "--end-e", "1", "--metrics-every", "70", "--reset", method, "--reset-at", "120"]  # fmt: skip
     serial, overlap = tmp_path / "serial", tmp_path / "overlap"
-    run_agent("dqn_atari", *flags, "--no-overlap", "--run-dir", str(serial))
-    run_agent("dqn_atari", *flags, "--run-dir", str(overlap))  # the default
+    run_agent("dqn_atari", *flags, "--run-dir", str(serial))  # the default
+    run_agent("dqn_atari", *flags, "--overlap", "--run-dir", str(overlap))
     a, b = checkpoint(serial), checkpoint(overlap)
     assert a["update_step"] == b["update_step"] > 0
     for key in ["q_network", "target_network"]:

@@ -57,7 +57,7 @@ def straight_and_resumed(tmp_path, agent, flags, n):
 
 @pytest.mark.parametrize("method", ["fire", "sp", "full", "pi", "redo"])
 def test_dqn_resume_is_exact(tmp_path, method):
-    straight, resumed = straight_and_resumed(tmp_path, "dqn_atari", [*DQN, "--reset", method, "--no-overlap"], 80)
+    straight, resumed = straight_and_resumed(tmp_path, "dqn_atari", [*DQN, "--reset", method], 80)
     a, b = checkpoint(straight), checkpoint(resumed)
     assert a["global_step"] == b["global_step"] == 160 and a["update_step"] == b["update_step"] == 120
     assert_same(a, b)
@@ -68,8 +68,8 @@ def test_dqn_resume_is_exact(tmp_path, method):
 
 @pytest.mark.parametrize("method", ["fire", "pi"])
 def test_dqn_overlap_resume_is_exact(tmp_path, method):
-    # The default --overlap: the checkpoint waits for the background updates and keeps the actor's (older) weights.
-    straight, resumed = straight_and_resumed(tmp_path, "dqn_atari", [*DQN, "--reset", method], 80)
+    # --overlap: the checkpoint waits for the background updates and keeps the actor's (older) weights.
+    straight, resumed = straight_and_resumed(tmp_path, "dqn_atari", [*DQN, "--reset", method, "--overlap"], 80)
     a, b = checkpoint(straight), checkpoint(resumed)
     assert a["global_step"] == b["global_step"] == 160 and a["update_step"] == b["update_step"] == 120
     assert "actor" in a
