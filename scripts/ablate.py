@@ -323,20 +323,24 @@ def build_parser() -> argparse.ArgumentParser:
         "Flags this script does not know, and everything after --, go to the agent. @FILE reads flags from FILE.",
     )  # fmt: skip
     add = parser.add_argument
-    add("--agent", default="dqn_atari", help="dqn_atari, sac_simba, or a path to an agent .py file (default dqn_atari)")
+    add(
+        "--agent",
+        default="dqn_atari",
+        help="dqn_atari, sac_simba, or a path to an agent .py file (default: %(default)s)",
+    )
     add("--env-ids", nargs="+", required=True, help="env ids, e.g. ALE/Breakout-v5")
     add("--methods", nargs="+", required=True, choices=METHODS, help="reset methods")
     add("--replay-ratios", nargs="+", required=True, type=float, help="gradient updates per env step")
-    add("--seeds", nargs="+", type=int, default=[0], help="seeds (default 0)")
-    add("--out", type=Path, help="sweep directory (default runs/ablate-<agent>)")
-    add("--backend", choices=("local", "ray"), default="local", help="local process pool (default) or Ray")
-    add("--workers", type=int, help="runs at once (local default: usable cores // --threads)")
+    add("--seeds", nargs="+", type=int, default=[0], help="seeds (default: 0)")
+    add("--out", type=Path, help="sweep directory (default: runs/ablate-<agent>)")
+    add("--backend", choices=("local", "ray"), default="local", help="local process pool or Ray (default: %(default)s)")
+    add("--workers", type=int, help="runs at once (default: usable cores // --threads; local backend)")
     add("--address", help="Ray cluster address (ray backend; default: start a local cluster)")
-    add("--threads", type=int, default=1, help="torch threads per run, the agent's --threads (1)")
-    add("--gpus-per-run", type=float, default=0.0, help="GPUs per Ray task (default 0)")
-    add("--max-retries", type=int, default=1, help="extra attempts of a failed run (default 1)")
+    add("--threads", type=int, default=1, help="torch threads per run, the agent's --threads (default: %(default)s)")
+    add("--gpus-per-run", type=float, default=0.0, help="GPUs per Ray task (default: %(default)s)")
+    add("--max-retries", type=int, default=1, help="extra attempts of a failed run (default: %(default)s)")
     add("--run-timeout", type=float, help="seconds after which a run is stopped (default: none)")
-    add("--stop-grace", type=float, default=30.0, help="seconds from SIGTERM to SIGKILL (30)")
+    add("--stop-grace", type=float, default=30.0, help="seconds from SIGTERM to SIGKILL (default: %(default)s)")
     add("--branch-at", type=int, help="env step of the branch point: per (env id, replay ratio, seed) a pretraining "
         "to it, then a branch per method from its checkpoint (default: no branches)")  # fmt: skip
     add("--dry-run", action="store_true", help="print the grid and each run's command, run nothing")

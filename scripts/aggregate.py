@@ -525,24 +525,49 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse
     add = parser.add_argument
     add("roots", nargs="+", type=Path, help="sweep or run directories to search for runs")
     add("--out", type=Path, default=None, help="output directory (default: FIRST_ROOT/aggregate)")
-    add("--metric", default="eval/episodic_return", help="scalar tag to score")
-    add("--last-k", type=int, default=3, help="final score = mean of the last K points (default 3)")
-    add("--reps", type=int, default=2_000, help="bootstrap replications of the scores (default 2000)")
-    add("--curve-reps", type=int, default=500, help="bootstrap replications of the curves (default 500)")
-    add("--points", type=int, default=100, help="curve steps when runs log at different steps (default 100)")
-    add("--confidence", type=float, default=0.95, help="interval coverage in (0, 1), default 0.95")
-    add("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    add("--gap-threshold", type=float, default=1.0, help="optimality-gap threshold on HNS (1.0)")
-    add("--raw-gap-threshold", type=float, default=None, help="optimality-gap threshold on raw returns (none: no gap)")
-    add("--scores", type=Path, default=SCORES_CSV, help="Atari reference table (CSV)")
-    add("--window-metric", default="charts/episodic_return", help="branches: scalar tag of the windows (game return)")
+    add(
+        "--metric",
+        default="eval/episodic_return",
+        help="scalar tag to score (default: %(default)s, which the agents log only with --eval-every > 0)",
+    )
+    add("--last-k", type=int, default=3, help="final score = mean of the last K points (default: %(default)s)")
+    add("--reps", type=int, default=2_000, help="bootstrap replications of the scores (default: %(default)s)")
+    add("--curve-reps", type=int, default=500, help="bootstrap replications of the curves (default: %(default)s)")
+    add("--points", type=int, default=100, help="curve steps when runs log at different steps (default: %(default)s)")
+    add("--confidence", type=float, default=0.95, help="interval coverage in (0, 1) (default: %(default)s)")
+    add("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    add("--gap-threshold", type=float, default=1.0, help="optimality-gap threshold on HNS (default: %(default)s)")
+    add(
+        "--raw-gap-threshold",
+        type=float,
+        default=None,
+        help="optimality-gap threshold on raw returns (default: none, no gap)",
+    )
+    add(
+        "--scores", type=Path, default=SCORES_CSV, help="Atari reference table, CSV (default: scripts/atari_scores.csv)"
+    )
+    add(
+        "--window-metric",
+        default="charts/episodic_return",
+        help="branches: scalar tag of the windows, the game return (default: %(default)s)",
+    )
     windows = (("pre", "before the branch point (source run)"), ("early", "after it"), ("last", "at the end"))
     for window, what in windows:
         add(f"--window-{window}", type=int, default=WINDOWS[window],
-            help=f"branches: env steps of the window {what} (default {WINDOWS[window]})")  # fmt: skip
+            help=f"branches: env steps of the window {what} (default: %(default)s)")  # fmt: skip
     add("--health", action="store_true", help="check each run's memory and time per env step instead (see `health`)")
-    add("--rss-threshold-pct", type=float, default=5.0, help="--health: memory change over the run counted flat")
-    add("--time-threshold-pct", type=float, default=10.0, help="--health: time change over the run counted flat")
+    add(
+        "--rss-threshold-pct",
+        type=float,
+        default=5.0,
+        help="--health: memory change over the run counted flat (default: %(default)s)",
+    )
+    add(
+        "--time-threshold-pct",
+        type=float,
+        default=10.0,
+        help="--health: time change over the run counted flat (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     bad = [f"roots: {str(r)!r} is not a directory" for r in args.roots if not r.is_dir()]
     lows = {"last_k": 1, "reps": 1, "curve_reps": 1, "points": 2, **{f"window_{w}": 1 for w in WINDOWS}}

@@ -236,12 +236,26 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", help="a run directory holding checkpoint.pt, or the file itself")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to apply")
-    parser.add_argument("--batch", type=int, default=256, help="replay transitions the metrics are measured on")
-    parser.add_argument("--hessian-iters", type=int, default=20, help="power-iteration steps per Hessian eigenvalue")
+    parser.add_argument(
+        "--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to apply (default: all)"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=256, help="replay transitions the metrics are measured on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--hessian-iters",
+        type=int,
+        default=20,
+        help="power-iteration steps per Hessian eigenvalue (default: %(default)s)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="CSV file to write (default: none)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the replay batch and the Hessian start vector")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the replay batch and the Hessian start vector (default: %(default)s)",
+    )
     cfg = parser.parse_args(argv)
     if cfg.batch < 1 or cfg.hessian_iters < 1:
         parser.error(f"--batch={cfg.batch} and --hessian-iters={cfg.hessian_iters} must be >= 1")

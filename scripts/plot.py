@@ -256,12 +256,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plot.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("agg_dir", type=Path, help="the output directory of scripts/aggregate.py")
     parser.add_argument("--out", type=Path, default=None, help="figure directory (default: AGG_DIR/plots)")
-    parser.add_argument("--metric", default="eval/episodic_return", help="tag of the learning curves")
-    parser.add_argument("--score", choices=("final", "auc"), default="final", help="score of the aggregate figures")
-    parser.add_argument("--statistic", choices=list(STATISTICS), default="iqm", help="of the replay-ratio figure")
-    parser.add_argument("--formats", nargs="+", choices=FORMATS, default=["png", "svg"], help="file formats")
-    parser.add_argument("--dpi", type=int, default=150, help="PNG resolution")
-    parser.add_argument("--pre-window", type=int, default=10_000, help="branches: env steps of pretraining shown")
+    parser.add_argument(
+        "--metric",
+        default="eval/episodic_return",
+        help="tag of the learning curves (default: %(default)s, logged only with the agents' --eval-every > 0)",
+    )
+    parser.add_argument(
+        "--score",
+        choices=("final", "auc"),
+        default="final",
+        help="score of the aggregate figures (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--statistic",
+        choices=list(STATISTICS),
+        default="iqm",
+        help="statistic of the replay-ratio figure (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--formats", nargs="+", choices=FORMATS, default=["png", "svg"], help="file formats (default: png svg)"
+    )
+    parser.add_argument("--dpi", type=int, default=150, help="PNG resolution (default: %(default)s)")
+    parser.add_argument(
+        "--pre-window", type=int, default=10_000, help="branches: env steps of pretraining shown (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     for name in ("dpi", "pre_window"):
         if (value := getattr(args, name)) < 1:
