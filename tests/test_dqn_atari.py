@@ -53,7 +53,10 @@ def test_other_resets_end_to_end(tmp_path, method):
         (["--replay-ratio", "0"], "--replay-ratio=0"),
         (["--env-id", "ALE/NotAGame-v5"], "NotAGame"),
         (["--buffer-size", "16"], "--buffer-size=16"),
-        (["--reset", "fire", "--reset-at", "1000000000", "--total-timesteps", "1000"], "1000000000"),
+        (
+            ["--reset", "fire", "--reset-at", "1000000000", "--total-timesteps", "1000", "--learning-starts", "100"],
+            "1000000000",
+        ),
         (["--reset", "sp", "--reset-at", "100", "--sp-alpha", "1.5"], "--sp-alpha=1.5"),
         (["--resume", "/nonexistent/run"], "/nonexistent/run"),
     ],

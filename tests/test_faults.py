@@ -122,7 +122,7 @@ def test_disk_full_is_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path):
     # A file-size limit makes every write past 2 MB fail as a full disk would (EFBIG instead of ENOSPC): the event
     # files stay below it, the next checkpoint (about 27 MB) cannot be written.
     run_dir = tmp_path / "run"
-    run_agent("dqn_atari", *FLAGS, "--total-timesteps", "80", "--run-dir", str(run_dir))
+    run_agent("dqn_atari", *FLAGS, "--stop-at", "80", "--run-dir", str(run_dir))
     before = (run_dir / "checkpoint.pt").read_bytes()
 
     def small_disk():
@@ -130,8 +130,8 @@ def test_disk_full_is_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
 
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, str(ROOT / "agents" / "dqn_atari.py"), "--threads", "1", *FLAGS, "--total-timesteps",
-           "160", "--resume", str(run_dir)]  # fmt: skip
+    cmd = [sys.executable, str(ROOT / "agents" / "dqn_atari.py"), "--threads", "1", *FLAGS, "--stop-at", "160",
+           "--resume", str(run_dir)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, preexec_fn=small_disk)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "could not write checkpoint" in proc.stderr and "the previous one is intact" in proc.stderr
@@ -148,7 +148,7 @@ def test_a_failed_first_checkpoint_says_there_is_no_earlier_one(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))
 
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, str(ROOT / "agents" / "dqn_atari.py"), "--threads", "1", *FLAGS, "--total-timesteps", "80",
+    cmd = [sys.executable, str(ROOT / "agents" / "dqn_atari.py"), "--threads", "1", *FLAGS, "--stop-at", "80",
            "--run-dir", str(tmp_path / "run")]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, preexec_fn=tiny_disk)
     assert proc.returncode == 4, proc.stdout + proc.stderr
