@@ -171,9 +171,10 @@ def evaluate(q_network, args: Args, device: torch.device, seed: int) -> list[flo
 
 
 def train(args: Args, run: Run) -> None:
-    """Train to `args.total_timesteps` env steps; `run` (fire_rl/run.py) owns the run directory, logs, checkpoints and
-    exit codes. All that can refuse (env id, layer selections, buffer memory) is built before `run.start`. Raises
-    FloatingPointError on a NaN or Inf in a loss, a Q-value, a reset or a checkpoint (the last good one is kept)."""
+    """Train to `args.total_timesteps` env steps (or stop at `args.stop_at`); `run` (fire_rl/run.py) owns the run
+    directory, logs, checkpoints and exit codes. All that can refuse (env id, layer selections, buffer memory) is built
+    before `run.start`. Raises FloatingPointError on a NaN or Inf in a loss, a Q-value, a reset or a checkpoint (the
+    last good one is kept)."""
     device = resolve_device(args.device)
     envs = make_atari_env(args.env_id, args.num_envs, args.seed, preset=args.preset, capture_video=args.capture_video,
                           run_dir=run.dir, sticky_actions=args.sticky_actions, backend=args.env_backend)  # fmt: skip
@@ -235,7 +236,7 @@ def train(args: Args, run: Run) -> None:
         if ckpt is not None:
             rb.truncate_open_episodes(ckpt["obs"])
         obs, _ = envs.reset(seed=args.seed + global_step)
-    while global_step < args.total_timesteps:
+    while global_step < run.end_step:
         epsilon = epsilon_at(args, global_step)
         if rng.random() < epsilon:
             actions = rng.integers(n_actions, size=args.num_envs)
@@ -279,7 +280,7 @@ def train(args: Args, run: Run) -> None:
             learner.wait()
             run.log_all(plasticity_metrics(q_network, probe()[0]), global_step, "plasticity/")
             run.log_all(regularizer.log_scalars(), global_step)
-        done = global_step >= args.total_timesteps  # the last step also evaluates and checkpoints
+        done = global_step >= run.end_step  # the last step (--stop-at's too) also evaluates and checkpoints
         if crossed(global_step, args.num_envs, args.eval_every) or (done and args.eval_every):
             learner.wait()
             eval_returns = evaluate(q_network, args, device, seed=args.seed + 10_000 + global_step)
@@ -292,7 +293,7 @@ def train(args: Args, run: Run) -> None:
 
     learner.shutdown()
     envs.close()
-    if global_step < args.total_timesteps:
+    if global_step < run.end_step:
         return run.stop(global_step)
     if args.save_model:
         torch.save(q_network.state_dict(), run.dir / f"{args.exp_name}.cleanrl_model")

@@ -184,10 +184,10 @@ def evaluate(actor, rsnorm, args: Args, device: torch.device, seed: int) -> list
 
 
 def train(args: Args, run: Run) -> None:
-    """Train to `args.total_timesteps` env steps; `run` (fire_rl/run.py) owns the run directory, logs, checkpoints and
-    exit codes. All that can refuse (env id, layer selections, buffer memory; ImportError for a HumanoidBench id
-    without HumanoidBench) is built before `run.start`. Raises FloatingPointError on a NaN or Inf in a loss, a reset
-    or a checkpoint (the last good one is kept)."""
+    """Train to `args.total_timesteps` env steps (or stop at `args.stop_at`); `run` (fire_rl/run.py) owns the run
+    directory, logs, checkpoints and exit codes. All that can refuse (env id, layer selections, buffer memory;
+    ImportError for a HumanoidBench id without HumanoidBench) is built before `run.start`. Raises FloatingPointError on
+    a NaN or Inf in a loss, a reset or a checkpoint (the last good one is kept)."""
     device = resolve_device(args.device)
     env = make_humanoid_env(args.env_id, args.seed, action_repeat=args.action_repeat,
                             capture_video=args.capture_video, run_dir=run.dir)  # fmt: skip
@@ -254,7 +254,7 @@ def train(args: Args, run: Run) -> None:
     else:  # a fresh run, or an env without an exact state: a new episode
         obs, _ = env.reset(seed=args.seed + global_step)
         rsnorm.update(obs)
-    while global_step < args.total_timesteps:
+    while global_step < run.end_step:
         if global_step < args.learning_starts:
             action = env.action_space.sample()
         else:
@@ -294,7 +294,7 @@ def train(args: Args, run: Run) -> None:
             for name, net, inputs in (("actor", actor, probe_actor()), ("qf1", qf1, probe_critic())):
                 run.log_all(plasticity_metrics(net, inputs), global_step, f"plasticity/{name}/")
             run.log_all(regularizer.log_scalars(), global_step)
-        done = global_step >= args.total_timesteps  # the last step also evaluates and checkpoints
+        done = global_step >= run.end_step  # the last step (--stop-at's too) also evaluates and checkpoints
         if crossed(global_step, step_size, args.eval_every) or (done and args.eval_every):
             eval_returns = evaluate(actor, rsnorm, args, device, seed=args.seed + 10_000 + global_step)
             run.log("eval/episodic_return", np.mean(eval_returns), global_step)
@@ -305,7 +305,7 @@ def train(args: Args, run: Run) -> None:
             break
 
     env.close()
-    if global_step < args.total_timesteps:
+    if global_step < run.end_step:
         return run.stop(global_step)
     run.finish({"global_step": global_step, "update_step": update_step})
 

@@ -60,6 +60,9 @@ class RunArgs(Flags):
     """env steps between plasticity metrics (0: off)"""
     checkpoint_every: Annotated[int, In(0, MAX_STEPS)] = 100_000
     """env steps between checkpoints (0: only at the end and on interrupt)"""
+    stop_at: Annotated[int | None, In(1, MAX_STEPS)] = None
+    """stop at this env step: checkpoint and exit 0 (result.json: stopped, not finished) while every schedule still
+    spans --total-timesteps; --resume continues toward it. Each start's own (a resume or branch does not inherit it)"""
 
     def check(self) -> None:
         """Refuse a bad value before any work: `Flags.check_ranges`, then the flags that bound each other.
@@ -75,6 +78,8 @@ class RunArgs(Flags):
                 f"--learning-starts={self.learning_starts} must be below --total-timesteps={self.total_timesteps}: "
                 "the run would end without a gradient update"
             )
+        if self.stop_at is not None and self.stop_at > self.total_timesteps:
+            raise ValueError(f"--stop-at={self.stop_at} lies beyond --total-timesteps={self.total_timesteps}")
         if self.buffer_size < self.batch_size:
             raise ValueError(f"--buffer-size={self.buffer_size} is smaller than --batch-size={self.batch_size}")
 

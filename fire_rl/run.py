@@ -52,13 +52,14 @@ from fire_rl.validation import flag
 
 # Flags a resumed run may change: they say how long and where it runs and what it logs, not what its state means.
 RESUMABLE = frozenset({
-    "total_timesteps", "checkpoint_every", "eval_every", "eval_episodes", "metrics_every", "threads", "device",
-    "track", "wandb_project_name", "wandb_entity", "capture_video", "save_buffer", "save_model", "resume", "run_dir",
-    "start_over",
+    "total_timesteps", "stop_at", "checkpoint_every", "eval_every", "eval_episodes", "metrics_every", "threads",
+    "device", "track", "wandb_project_name", "wandb_entity", "capture_video", "save_buffer", "save_model", "resume",
+    "run_dir", "start_over",
 })  # fmt: skip
 RESET_FLAGS = frozenset(f.name for f in fields(ResetConfig))
-# Flags a branch (--branch-from) may also set: its seed and name, and its own reset schedule from the branch point on.
-BRANCHABLE = RESUMABLE | {"seed", "exp_name", "branch_from"} | RESET_FLAGS
+# Flags a branch (--branch-from) may also set: its seed and name, its own reset schedule from the branch point on, and
+# its replay ratio (a replay-ratio study on one shared pretraining; the fractional credit restarts at the branch point).
+BRANCHABLE = RESUMABLE | {"seed", "exp_name", "branch_from", "replay_ratio"} | RESET_FLAGS
 EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_IO = 2, 3, 4
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 RUN_FILES = ("config.json", "checkpoint.pt", "result.json")
@@ -162,6 +163,7 @@ def parse_args(cls: type, agent: str, presets: dict[str, dict] | None = None, ar
                 )
             names = {f.name for f in fields(cls)}
             saved = {k: v for k, v in checkpoint["args"].items() if k in names}
+            saved["stop_at"] = None  # each start's own
             if branch is not None:  # a new run: its own directory, unless --run-dir names one
                 saved.update(resume=None, run_dir=None, branch_from=branch)
                 # ... and its own reset schedule: the source's past resets are in its history, its future is not ours
@@ -182,11 +184,11 @@ def parse_args(cls: type, agent: str, presets: dict[str, dict] | None = None, ar
                         f"{'a branch' if branch else 'a resumed run'} may change only "
                         f"{', '.join(flag(n) for n in sorted(allowed - {'resume', 'run_dir', 'branch_from'}))}"
                     )
-            if args.total_timesteps < checkpoint["global_step"]:
-                raise ValueError(
-                    f"--total-timesteps={args.total_timesteps} is below the checkpoint's env step "
-                    f"{checkpoint['global_step']}"
-                )
+            step = checkpoint["global_step"]
+            if args.total_timesteps < step:
+                raise ValueError(f"--total-timesteps={args.total_timesteps} is below the checkpoint's env step {step}")
+            if args.stop_at is not None and args.stop_at <= step:
+                raise ValueError(f"--stop-at={args.stop_at} is not past the checkpoint's env step {step}")
         if resume is not None:
             args.run_dir = str(source_dir)
         else:
@@ -243,6 +245,7 @@ class Run:
         self.dir = Path(args.run_dir)
         self.branched = args.branch_from is not None and checkpoint is not None and args.resume is None
         self.start_step = checkpoint["global_step"] if checkpoint else 0
+        self.end_step = args.stop_at or args.total_timesteps  # env steps: where this start's loop ends
         self.exit_code = 0
         self.started = False
         self._stop = GracefulStop()
@@ -285,6 +288,8 @@ class Run:
             self._move_aside()
         for stale in self.dir.glob(".*.tmp"):  # temporary files of a write that a kill interrupted
             stale.unlink()
+        if not fresh:  # the result of an earlier start (a --stop-at) no longer holds
+            (self.dir / "result.json").unlink(missing_ok=True)
         wandb_id = self._write_config()
         self._open_scalars()
         self._hook = threading.excepthook
@@ -298,7 +303,7 @@ class Run:
         if fresh:
             self.writer.add_text("hyperparameters", self.args.markdown())
         self._stop.__enter__()
-        self.progress = tqdm(total=self.args.total_timesteps, initial=self.start_step, unit="step",
+        self.progress = tqdm(total=self.end_step, initial=self.start_step, unit="step",
                              dynamic_ncols=True, smoothing=0.05, mininterval=1.0)  # fmt: skip
         self._sps_mark = (time.time(), self.start_step)
         self.started = True
@@ -348,7 +353,8 @@ class Run:
             # total_timesteps: the source's planned end, which an action repeat can overshoot (scripts/aggregate.py)
             entry.update(mode="branch", args=args, source={"path": str(source.resolve()), "sha256": digest.hexdigest(),
                          "env_step": self.start_step, "update_step": self.checkpoint["update_step"],
-                         "total_timesteps": self.checkpoint["args"]["total_timesteps"]})  # fmt: skip
+                         "total_timesteps": self.checkpoint["args"]["total_timesteps"],
+                         "stop_at": self.checkpoint["args"].get("stop_at")})  # fmt: skip
         else:
             saved = self.checkpoint["args"]
             overrides = {k: v for k, v in args.items() if k not in ("resume", "run_dir") and saved.get(k) != v}
@@ -519,11 +525,17 @@ class Run:
         print(f"stopped by {self._stop.requested} at env step {global_step:,}; resume with --resume {self.dir}")
 
     def finish(self, result: dict[str, Any]) -> None:
-        """Write ``result.json`` (``finished: true``, `result`, ``resets``: the number of resets this run applied, and
-        ``inherited_resets``: the env steps of those a branch's source applied before the branch point): the mark a
-        sweep reads as done."""
+        """Write ``result.json``: ``finished`` (true at ``total_timesteps``; at ``--stop-at`` false, with
+        ``stopped_at``, the env step), `result` (``global_step`` ...), ``resets`` (the number of resets this run
+        applied) and ``inherited_resets`` (the env steps of those a branch's source applied before the branch point).
+        A sweep reads it as the mark of a run that is done."""
         self.progress.close()
         events = self._scheduler.events
+        end = {"finished": True} if result["global_step"] >= self.args.total_timesteps else {
+            "finished": False, "stopped_at": result["global_step"]}  # fmt: skip
         resets = {"resets": len(events) - self.inherited_resets,
                   "inherited_resets": [e.global_step for e in events[: self.inherited_resets]]}  # fmt: skip
-        write_json_atomic(self.dir / "result.json", {"finished": True, **result, **resets})
+        write_json_atomic(self.dir / "result.json", {**end, **result, **resets})
+        if not end["finished"]:
+            print(f"stopped at env step {result['global_step']:,} (--stop-at); continue toward --total-timesteps "
+                  f"{self.args.total_timesteps:,} with --resume {self.dir}")  # fmt: skip

@@ -211,8 +211,13 @@ class ReplayRatio:
         self.done += due
         return due
 
-    def state_dict(self) -> dict[str, int]:
-        return {"env_steps": self.env_steps, "done": self.done}
+    def state_dict(self) -> dict[str, int | str]:
+        return {"env_steps": self.env_steps, "done": self.done, "ratio": str(self.ratio)}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, int | str]) -> None:
+        """Continue the saved credit; a saved credit of another ratio (a branch that changes ``--replay-ratio``)
+        restarts at 0 here, so the new ratio neither bursts updates nor owes any."""
+        if str(state.get("ratio", self.ratio)) != str(self.ratio):
+            self.env_steps = self.done = 0
+            return
         self.env_steps, self.done = int(state["env_steps"]), int(state["done"])

@@ -3,7 +3,8 @@
     python scripts/ablate.py --agent dqn_atari --env-ids ALE/Breakout-v5 ALE/Pong-v5 --methods none fire sp \\
         --replay-ratios 0.25 1 4 --seeds 0 1 2 --out runs/rr-sweep --workers 2 -- --total-timesteps 100000
     python scripts/ablate.py @sweep.args --seeds 3 --backend ray   # flags from a file, one per line; later ones win
-    python scripts/ablate.py ... --branch-at 100000 -- --total-timesteps 130000   # the FIRE paper's branches
+    python scripts/ablate.py ... --branch-at 100000 -- --total-timesteps 200000 --stop-at 130000   # the FIRE paper's
+                                                                                                    # branches
 
 Grid: ``--env-ids`` x ``--methods`` (the agents' ``--reset``) x ``--replay-ratios`` (gradient updates per env step) x
 ``--seeds``; other flags go to the agent unchanged (`agent_command`). A run's state is its directory ``OUT/<name>``:
@@ -12,11 +13,14 @@ finished when ``result.json`` says so (skipped), resumable when it holds ``check
 ``OUT/attempts.jsonl`` gets a line when an attempt starts (pid, command) and ends (status, exit code, error).
 
 Branches (``--branch-at STEP``): per (env id, replay ratio, seed) a pretraining ``<env>__pre__rr<r>__s<seed>__b<STEP>``
-(``--reset none --total-timesteps STEP --save-buffer``), then per method a branch ``<env>__<method>__...__b<STEP>``
-(``--branch-from`` it, ``--reset M --reset-at-start``); the flags after ``--`` go to both (the last one wins) and give
-the branches' length. Locally the pretrainings run first, then the branches; on Ray a branch's task takes its
-pretraining's ObjectRef. A branch whose pretraining did not finish is ``failed``, unstarted; its records name the
-pretraining (``after``).
+(``--reset none --stop-at STEP --save-buffer``), then per method a branch ``<env>__<method>__...__b<STEP>``
+(``--branch-from`` it, ``--reset M --reset-at-start``); the flags after ``--`` go to both (the last one wins): their
+``--total-timesteps`` is the whole run's, which every schedule spans (epsilon's decay, as in the official runs, which
+train with their full total and branch at its midpoint), and their ``--stop-at``, if any, ends the branches. Locally
+the pretrainings run first, then the branches; on Ray a branch's task takes its pretraining's ObjectRef. A branch whose
+pretraining did not finish is ``failed``, unstarted; its records name the pretraining (``after``). With
+``--pretrain-replay-ratio R`` one pretraining per (env id, seed), at R, is shared by the branches of every replay ratio
+(they change ``--replay-ratio`` at the branch point: the replay-ratio study on shared pretraining).
 
 Faults (tests/test_sweep_faults.py, tests/test_ablate.py):
 - Exit code 2 (the agent refused its input; deterministic): ``failed`` once with its message, never retried.
@@ -65,7 +69,8 @@ STOPPING = {"now": False}  # the runner was interrupted: no new attempt, no retr
 RUNNING: dict[str, subprocess.Popen] = {}  # run name -> its agent process
 # What each numeric flag allows.
 LIMITS = {"replay_ratios": "> 0", "seeds": ">= 0", "workers": ">= 1", "threads": ">= 1", "gpus_per_run": ">= 0",
-          "max_retries": ">= 0", "run_timeout": "> 0", "stop_grace": ">= 0", "branch_at": "> 0"}  # fmt: skip
+          "max_retries": ">= 0", "run_timeout": "> 0", "stop_grace": ">= 0", "branch_at": "> 0",
+          "pretrain_replay_ratio": "> 0"}  # fmt: skip
 
 
 class RunSpec(NamedTuple):
@@ -77,6 +82,7 @@ class RunSpec(NamedTuple):
     replay_ratio: float
     seed: int
     branch_at: int = 0
+    pretrain_ratio: float | None = None  # a branch's shared pretraining's replay ratio (None: the branch's own)
 
     @property
     def name(self) -> str:
@@ -87,15 +93,23 @@ class RunSpec(NamedTuple):
     @property
     def pretraining(self) -> RunSpec | None:
         """The run this branch starts from, None for a pretraining or a run from scratch."""
-        return self._replace(method=PRE) if self.branch_at and self.method != PRE else None
+        if not self.branch_at or self.method == PRE:
+            return None
+        return RunSpec(self.env_id, PRE, self.pretrain_ratio or self.replay_ratio, self.seed, self.branch_at)
 
 
-def build_grid(env_ids, methods, replay_ratios, seeds, branch_at: int = 0) -> list[RunSpec]:
-    """Every combination, seeds varying fastest; with `branch_at`, each env id's pretrainings before its branches.
-    Raises ValueError when two cells share a run directory name."""
-    methods = [PRE, *methods] if branch_at else methods
-    grid = [RunSpec(e, m, float(r), int(s), branch_at) for e in env_ids for m in methods for r in replay_ratios
-            for s in seeds]  # fmt: skip
+def build_grid(env_ids, methods, replay_ratios, seeds, branch_at: int = 0, pretrain_ratio: float | None = None):
+    """Every combination, seeds varying fastest; with `branch_at`, each env id's pretrainings before its branches: one
+    per replay ratio, or with `pretrain_ratio` one at that ratio that the branches of every ratio share (a replay-ratio
+    study in the FIRE paper's protocol). Returns a list of `RunSpec`. Raises ValueError when two cells share a run
+    directory name."""
+    grid = []
+    for e in env_ids:
+        if branch_at:
+            grid += [RunSpec(e, PRE, float(r), int(s), branch_at) for r in
+                     ([pretrain_ratio] if pretrain_ratio else replay_ratios) for s in seeds]  # fmt: skip
+        grid += [RunSpec(e, m, float(r), int(s), branch_at, pretrain_ratio if branch_at else None) for m in methods
+                 for r in replay_ratios for s in seeds]  # fmt: skip
     clashes = sorted(n for n, c in collections.Counter(s.name for s in grid).items() if c > 1)
     if clashes:
         raise ValueError(f"grid cells share run directory names {clashes}; make the env ids / values distinct")
@@ -108,8 +122,8 @@ def agent_command(agent: Path, spec: RunSpec, run_dir: Path, threads: int, agent
     cmd = [sys.executable, str(agent), "--env-id", spec.env_id, "--seed", str(spec.seed), "--reset",
            "none" if spec.method == PRE else spec.method, "--replay-ratio", repr(spec.replay_ratio), "--run-dir",
            str(run_dir), "--threads", str(threads), *agent_args]  # fmt: skip
-    if spec.method == PRE:  # after the pass-through flags, which give the branches' length: the last one wins
-        return [*cmd, "--total-timesteps", str(spec.branch_at), "--save-buffer"]
+    if spec.method == PRE:  # after the pass-through flags, whose --stop-at ends the branches: the last one wins
+        return [*cmd, "--stop-at", str(spec.branch_at), "--save-buffer"]
     if spec.pretraining:
         return [*cmd, "--branch-from", str(run_dir.parent / spec.pretraining.name)] + (
             ["--reset-at-start"] if spec.method != "none" else [])  # fmt: skip
@@ -117,9 +131,11 @@ def agent_command(agent: Path, spec: RunSpec, run_dir: Path, threads: int, agent
 
 
 def run_state(run_dir: Path) -> str:
-    """``"finished"`` (``result.json`` says so), ``"resumable"`` (``checkpoint.pt`` exists) or ``"new"``."""
+    """``"finished"`` (``result.json`` says so, or that it stopped at its ``--stop-at``), ``"resumable"``
+    (``checkpoint.pt`` exists) or ``"new"``."""
     try:
-        if json.loads((run_dir / "result.json").read_text()).get("finished") is True:
+        result = json.loads((run_dir / "result.json").read_text())
+        if result.get("finished") is True or "stopped_at" in result:
             return "finished"
     except (OSError, ValueError):
         pass
@@ -343,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--stop-grace", type=float, default=30.0, help="seconds from SIGTERM to SIGKILL (default: %(default)s)")
     add("--branch-at", type=int, help="env step of the branch point: per (env id, replay ratio, seed) a pretraining "
         "to it, then a branch per method from its checkpoint (default: no branches)")  # fmt: skip
+    add(
+        "--pretrain-replay-ratio",
+        type=float,
+        help="with --branch-at: one pretraining per (env id, seed) at this "
+        "replay ratio, shared by the branches of every --replay-ratios value (default: one per ratio, at it)",
+    )
     add("--dry-run", action="store_true", help="print the grid and each run's command, run nothing")
     return parser
 
@@ -365,14 +387,17 @@ def resolve(argv, parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, 
         if token.split("=", 1)[0].replace("_", "-") in GRID_FLAGS:
             parser.error(f"agent flag {token!r} is set by the sweep; use --env-ids, --seeds, --methods, "
                          "--replay-ratios, --out, --threads, --branch-at")  # fmt: skip
-    if cfg.branch_at is not None:  # the agent flags' last --total-timesteps is the branches' length
+    if cfg.pretrain_replay_ratio is not None and cfg.branch_at is None:
+        parser.error(f"argument --pretrain-replay-ratio: {cfg.pretrain_replay_ratio} needs --branch-at")
+    if cfg.branch_at is not None:  # the agent flags' last --stop-at (else --total-timesteps) ends the branches
         pairs = [a.split("=", 1) if "=" in a else [a, b] for a, b in zip(cfg.agent_args, (*cfg.agent_args[1:], ""))]
-        total = {key.replace("_", "-"): value for key, value in pairs}.get("--total-timesteps", "none")
+        given = {key.replace("_", "-"): value for key, value in pairs}
+        end = given.get("--stop-at", given.get("--total-timesteps", "none"))
         with contextlib.suppress(ValueError):  # tyro reads 130_000 as Python does
-            total = int(total)
-        if not (isinstance(total, int) and total > cfg.branch_at):
-            parser.error(f"argument --branch-at: {cfg.branch_at} needs the branches' --total-timesteps above it "
-                         f"(agent flags, after --); they give {total}")  # fmt: skip
+            end = int(end)
+        if not (isinstance(end, int) and end > cfg.branch_at):
+            parser.error(f"argument --branch-at: {cfg.branch_at} needs the branches' end (--stop-at, else "
+                         f"--total-timesteps, agent flags after --) above it; they give {end}")  # fmt: skip
     if cfg.backend == "ray" and not cfg.dry_run:
         try:
             import ray  # noqa: F401
@@ -391,7 +416,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     cfg, agent = resolve(argv, parser)
     try:
-        grid = build_grid(cfg.env_ids, cfg.methods, cfg.replay_ratios, cfg.seeds, cfg.branch_at or 0)
+        grid = build_grid(cfg.env_ids, cfg.methods, cfg.replay_ratios, cfg.seeds, cfg.branch_at or 0,
+                          cfg.pretrain_replay_ratio)  # fmt: skip
     except ValueError as err:
         parser.error(str(err))
     states = {spec.name: run_state(cfg.out / spec.name) for spec in grid}

@@ -122,7 +122,8 @@ def read_run_config(run_dir: str | Path) -> dict:
     """``env_id``, ``method`` (the agent's ``reset``), ``replay_ratio`` and ``seed`` from the run's ``config.json``;
     for a branch (``history[0]`` of mode ``branch``) ``branch_step`` (its source checkpoint's env step, else 0) and
     ``source`` (the directory of that checkpoint, else None); the whole file under ``config``. A branch from a source's
-    final checkpoint gets the source's ``total_timesteps`` (recorded in the branch's history) as its ``branch_step``:
+    final checkpoint gets the source's planned end, its ``--stop-at`` or ``total_timesteps`` (recorded in the branch's
+    history), as its ``branch_step``:
     an agent step of several env steps (SAC's action repeat) can end a run up to ``action_repeat - 1`` env steps past
     it, and seeds that overshoot differently must still line up at one branch point.
 
@@ -134,11 +135,10 @@ def read_run_config(run_dir: str | Path) -> dict:
         raise ValueError(f"run directory {run_dir}: config.json has no {missing}")
     first = (config.get("history") or [{}])[0]
     source = first.get("source") if first.get("mode") == "branch" else None
-    # A branch from its source's final checkpoint lines up at the source's planned end, which SAC's action repeat can
+    # A branch from its source's last checkpoint lines up at the source's planned end, which SAC's action repeat can
     # overshoot by up to action_repeat - 1 env steps (runs branched before this was recorded: the exact step).
-    branch_step = (
-        min(int(source["env_step"]), int(source.get("total_timesteps") or source["env_step"])) if source else 0
-    )
+    planned = (source.get("stop_at") or source.get("total_timesteps") or source["env_step"]) if source else 0
+    branch_step = min(int(source["env_step"]), int(planned)) if source else 0
     return {"env_id": str(config["env_id"]), "method": str(config["reset"]),
             "replay_ratio": float(config["replay_ratio"]), "seed": int(config["seed"]), "branch_step": branch_step,
             "source": Path(source["path"]).parent.resolve() if source else None, "config": config}  # fmt: skip

@@ -110,8 +110,9 @@ def test_branch_grid_names_and_commands(ablate, tmp_path):
     assert ablate.RunSpec(GAME, "fire", 0.25, 0).pretraining is None  # a run from scratch
     args = ["--total-timesteps", "300", "--buffer-size", "1000"]
     cmd = ablate.agent_command(DQN, pre, tmp_path / pre.name, 1, args)
-    # The pass-through flags give the branches' length; the pretraining's own comes after them and wins.
-    assert cmd[cmd.index("--reset") + 1] == "none" and cmd[-7:] == [*args, "--total-timesteps", "200", "--save-buffer"]
+    # The pass-through flags give the whole run's total (every schedule spans it); the pretraining stops at the branch
+    # point, its --stop-at after them (the last one wins).
+    assert cmd[cmd.index("--reset") + 1] == "none" and cmd[-7:] == [*args, "--stop-at", "200", "--save-buffer"]
     cmd = ablate.agent_command(DQN, fire, tmp_path / fire.name, 1, args)
     assert cmd[cmd.index("--reset") + 1] == "fire"
     assert cmd[-7:] == [*args, "--branch-from", str(tmp_path / pre.name), "--reset-at-start"]
@@ -154,8 +155,9 @@ BASE = ["--env-ids", GAME, "--methods", "none", "fire", "--replay-ratios", "0.25
         (["--", "--run-dir=x"], ["'--run-dir=x' is set by the sweep"]),
         (["--workers", "two"], ["--workers: invalid int value: 'two'"]),
         (["--branch-at", "0"], ["--branch-at: 0 is invalid; allowed: > 0"]),
-        (["--branch-at", "200"], ["--branch-at: 200 needs the branches' --total-timesteps above it", "give none"]),
-        (["--branch-at", "200", "--", "--total-timesteps=200"], ["--total-timesteps above it", "give 200"]),
+        (["--branch-at", "200"], ["--branch-at: 200 needs the branches' end", "give none"]),
+        (["--branch-at", "200", "--", "--total-timesteps=200"], ["--total-timesteps, agent flags", "give 200"]),
+        (["--branch-at", "200", "--", "--total-timesteps", "900", "--stop-at", "150"], ["end (--stop-at", "give 150"]),
         (["--", "--branch-from", "x"], ["'--branch-from' is set by the sweep", "--branch-at"]),
         (["--", "--reset-at-start"], ["'--reset-at-start' is set by the sweep"]),
     ],
@@ -213,7 +215,7 @@ def test_dry_run_of_a_branch_sweep(tmp_path):
     assert list(lines) == [
         f"ALE-Breakout-v5__{m}__rr{r}__s0__b200" for m in ("pre", "none", "fire") for r in ("0.25", "1")
     ]
-    assert lines["ALE-Breakout-v5__pre__rr1__s0__b200"].endswith("--total-timesteps 200 --save-buffer")
+    assert lines["ALE-Breakout-v5__pre__rr1__s0__b200"].endswith("--batch-size 8 --stop-at 200 --save-buffer")
     assert lines["ALE-Breakout-v5__fire__rr1__s0__b200"].endswith(
         f"--branch-from {tmp_path / 'sweep' / 'ALE-Breakout-v5__pre__rr1__s0__b200'} --reset-at-start"
     )
@@ -431,3 +433,17 @@ def test_ray_backend_local_cluster_real_dqn(tmp_path):
     second = run_cli(*args)
     assert second.returncode == 0 and "4 finished, 0 to run" in second.stdout
     assert len(attempts(out, "start")) == 4
+
+
+def test_a_replay_ratio_study_shares_one_pretraining_per_seed(tmp_path):
+    args = [*BASE, "--out", str(tmp_path / "sweep"), "--branch-at", "200", "--pretrain-replay-ratio", "1", "--dry-run"]
+    proc = run_cli(*args, "--", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split(": ")[0].split()[-1]: line for line in proc.stdout.splitlines()[1:]}
+    pre = "ALE-Breakout-v5__pre__rr1__s0__b200"
+    assert [n for n in lines if "__pre__" in n] == [pre], "one pretraining, at the shared ratio"
+    for ratio in ("0.25", "1"):
+        line = lines[f"ALE-Breakout-v5__fire__rr{ratio}__s0__b200"]
+        assert f"--replay-ratio {ratio}" in line and f"--branch-from {tmp_path / 'sweep' / pre}" in line
+    proc = run_cli(*BASE, "--out", str(tmp_path / "sweep"), "--pretrain-replay-ratio", "1", "--dry-run")
+    assert proc.returncode == 2 and "--pretrain-replay-ratio: 1.0 needs --branch-at" in proc.stderr

@@ -5,8 +5,9 @@ import hashlib
 import json
 import shutil
 
+import pytest
 import torch
-from agent_utils import checkpoint, reset_events, run_agent
+from agent_utils import checkpoint, load_agent, reset_events, run_agent, scalars
 from test_resume import assert_same
 
 # epsilon = 1: every action is random, so branches that differ only in their networks play the same games.
@@ -122,3 +123,40 @@ def test_a_branch_keeps_its_sources_past_resets_and_never_its_schedule(tmp_path)
     proc = run_agent("dqn_atari", "--branch-from", str(branch_point), "--reset", "fire", "--reset-at", "150",
                      "--run-dir", str(tmp_path / "early"), check=False)  # fmt: skip
     assert proc.returncode == 2 and "before the branch point" in proc.stderr, proc.stderr
+
+
+def test_stop_at_keeps_the_whole_runs_schedules_in_the_pretraining_and_its_branches(tmp_path):
+    # The official protocol trains with its full total and branches at a step inside it: epsilon at the branch point
+    # is the full run's, not that of a run whose total is the branch point.
+    flags = ["--env-id", "ALE/Breakout-v5", "--total-timesteps", "600", "--exploration-fraction", "0.5",
+             "--learning-starts", "100", "--buffer-size", "1000", "--replay-ratio", "1", "--metrics-every", "0",
+             "--checkpoint-every", "0"]  # fmt: skip
+    dqn = load_agent("dqn_atari")
+    full = dqn.Args(total_timesteps=600, exploration_fraction=0.5, learning_starts=100, buffer_size=1000)
+    source, branch = tmp_path / "source", tmp_path / "branch"
+    run_agent("dqn_atari", *flags, "--stop-at", "200", "--save-buffer", "--run-dir", str(source))
+    result = json.loads((source / "result.json").read_text())
+    assert result["stopped_at"] == result["global_step"] == 200 and result["finished"] is False
+    run_agent("dqn_atari", "--branch-from", str(source), "--reset", "fire", "--reset-at-start", "--stop-at", "400",
+              "--run-dir", str(branch))  # fmt: skip
+    for run_dir, steps in ((source, [200]), (branch, [300, 400])):
+        logged = dict(scalars(run_dir)["charts/epsilon"])
+        assert sorted(logged) == steps, logged
+        for step in steps:  # logged at `step`, the epsilon of the action taken at step - 1
+            assert logged[step] == pytest.approx(dqn.epsilon_at(full, step - 1)), (run_dir.name, step)
+    assert dqn.epsilon_at(full, 200) > 0.3, "the full run's epsilon, far from end_e at the branch point"
+    assert json.loads((branch / "result.json").read_text())["stopped_at"] == 400
+    run_agent("dqn_atari", "--resume", str(source))  # continues toward its total, as the stop message says
+    result = json.loads((source / "result.json").read_text())
+    assert result["finished"] and result["global_step"] == 600 and "stopped_at" not in result
+
+
+def test_a_branch_may_change_its_replay_ratio_without_a_burst_of_updates(tmp_path):
+    source, branch = tmp_path / "source", tmp_path / "rr1"
+    run_agent("dqn_atari", *SOURCE, "--total-timesteps", "200", "--run-dir", str(source))  # replay ratio 0.25
+    run_agent("dqn_atari", "--branch-from", str(source), "--replay-ratio", "1", "--total-timesteps", "240",
+              "--run-dir", str(branch))  # fmt: skip
+    before, after = checkpoint(source), checkpoint(branch)
+    # The fractional credit restarts at the branch point: 40 env steps at ratio 1 are 40 updates, not the source's
+    # 100 learning env steps re-credited at the new ratio.
+    assert after["update_step"] - before["update_step"] == 40, (before["update_step"], after["update_step"])

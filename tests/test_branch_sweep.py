@@ -117,8 +117,9 @@ def test_branch_sweep_real_dqn_then_aggregate_and_plot(tmp_path, backend):
     # The dependency: the pretraining ran first, alone; each branch names it and starts from its checkpoint.
     (pre_start,), (pre_end,) = attempts(out, "start", pre), attempts(out, "end", pre)
     assert "after" not in pre_start
-    assert pre_start["command"][-3:] == ["--total-timesteps", str(BRANCH_AT), "--save-buffer"]
-    assert json.loads((out / pre / "result.json").read_text())["global_step"] == BRANCH_AT
+    assert pre_start["command"][-3:] == ["--stop-at", str(BRANCH_AT), "--save-buffer"]
+    result = json.loads((out / pre / "result.json").read_text())
+    assert result["global_step"] == result["stopped_at"] == BRANCH_AT and not result["finished"]
     for name, method in ((none, "none"), (fire, "fire")):
         (start,), (end,) = attempts(out, "start", name), attempts(out, "end", name)
         assert start["after"] == end["after"] == pre and start["time"] >= pre_end["time"]

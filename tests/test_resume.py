@@ -2,8 +2,8 @@
 
 Checkpoints hold the networks, targets, θ₀, optimizers, scheduler, RNGs, the replay buffer (``--save-buffer``) and the
 environments' full state (emulators, simulators, wrappers and their RNGs), so on CPU with torch_deterministic a
-resumed run is indistinguishable from one that never stopped. Epsilon is held constant because CleanRL's schedule
-depends on total_timesteps, which differs between the first half and the straight run.
+resumed run is indistinguishable from one that never stopped. The first half stops at ``--stop-at N`` (its schedules
+span the whole run, as the straight run's) and ``--resume DIR`` continues it.
 """
 
 import collections
@@ -21,8 +21,8 @@ SAC = ["--env-id", "Humanoid-v5", "--learning-starts", "60", "--batch-size", "16
        "--eval-every", "0", "--save-buffer", "--reset-every", "80"]  # fmt: skip
 
 
-# Skipped: wall-clock times (reset durations), the config (total_timesteps differs between the first half and the
-# straight run), and the saved env state itself, whose unused parts (RNGs of observation spaces nothing samples, MuJoCo
+# Skipped: wall-clock times (reset durations), the config (--stop-at differs between the first half and the straight
+# run), and the saved env state itself, whose unused parts (RNGs of observation spaces nothing samples, MuJoCo
 # scratch arrays) may differ: that the env continues exactly is what the identical networks, optimizer, buffer, last
 # observation and events after N more steps show (and tests/test_env_state.py checks step by step).
 SKIP = {"args", "config", "env_state"}
@@ -50,8 +50,8 @@ def assert_same(a, b, path="checkpoint"):
 def straight_and_resumed(tmp_path, agent, flags, n):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run_agent(agent, *flags, "--total-timesteps", str(2 * n), "--run-dir", str(straight))
-    run_agent(agent, *flags, "--total-timesteps", str(n), "--run-dir", str(resumed))
-    run_agent(agent, *flags, "--total-timesteps", str(2 * n), "--resume", str(resumed))
+    run_agent(agent, *flags, "--total-timesteps", str(2 * n), "--stop-at", str(n), "--run-dir", str(resumed))
+    run_agent(agent, "--resume", str(resumed))  # with the run's own flags: on to its total
     return straight, resumed
 
 
