@@ -106,10 +106,30 @@ def check_network(network: object) -> None:
         raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}")
 
 
+def frozen_subtrees(network: nn.Module) -> tuple[str, ...]:
+    """Names of the largest submodules whose parameters are all frozen in a network that also has trainable ones:
+    plasticity injection's old head and its frozen copy (`fire_rl.resets.injection.InjectedHead`), which never train.
+    The diagnostics' default feature layer and activations come from the trainable path only."""
+    if not any(p.requires_grad for p in network.parameters()):
+        return ()
+    frozen: list[str] = []
+    for name, module in network.named_modules():
+        if name and not _inside(name, frozen):
+            params = list(module.parameters())
+            if params and not any(p.requires_grad for p in params):
+                frozen.append(name)
+    return tuple(frozen)
+
+
+def _inside(name: str, prefixes: Sequence[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
 def _activation_modules(network: nn.Module, layers: Sequence[str] | None) -> dict[str, nn.Module]:
     modules = dict(network.named_modules())
     if layers is None:
-        found = {name: m for name, m in modules.items() if isinstance(m, nn.ReLU)}
+        frozen = frozen_subtrees(network)
+        found = {name: m for name, m in modules.items() if isinstance(m, nn.ReLU) and not _inside(name, frozen)}
         if not found:
             raise ValueError(
                 f"network {type(network).__name__} has no nn.ReLU module (activations written as F.relu cannot be "
@@ -357,7 +377,8 @@ def plasticity_metrics(
 
     Keys (log them as ``plasticity/<key>``):
         ``dfi/<layer>``: `dfi` with rule `dfi_scale` per Linear/Conv2d; ``dfi_normalized_mean``: mean normalised DfI.
-        ``dormant/<act>``, ``dormant``: `dormant_ratio` per activation layer and overall (NaN without an `nn.ReLU`).
+        ``dormant/<act>``, ``dormant``: `dormant_ratio` per activation layer and overall (NaN without an `nn.ReLU`);
+            by default the `nn.ReLU` modules outside `frozen_subtrees`.
         ``srank``: `srank`(φ, δ), NaN when φ is not finite. ``feature_norm``: `feature_norm`(φ).
         ``weight_norm/<layer>``, ``weight_norm``: `weight_norms` and the global √(Σ ‖W‖²_F).
         ``grad_norm``: `grad_norm` of the gradients the parameters hold now; NaN when none holds one.
@@ -365,7 +386,8 @@ def plasticity_metrics(
     Args:
         network, inputs, layers, eval_mode: as `dormant_scores`.
         tau: dormancy threshold τ ≥ 0. delta: srank's δ in [0, 1).
-        feature_layer: the module whose input is φ; None: the last registered `nn.Linear`.
+        feature_layer: the module whose input is φ; None: the last registered `nn.Linear` outside `frozen_subtrees`
+            (after plasticity injection: the trainable head's, never the frozen copy's).
         dfi_scale: a rule of `fire_rl.polar.FIRE_SCALES`.
 
     Raises:
@@ -386,7 +408,8 @@ def plasticity_metrics(
     act_modules = _activation_modules(network, layers) if layers is not None or has_relu else {}
     modules = dict(network.named_modules())
     if feature_layer is None:
-        linears = [name for name, m in modules.items() if isinstance(m, nn.Linear)]
+        frozen = frozen_subtrees(network)
+        linears = [name for name, m in modules.items() if isinstance(m, nn.Linear) and not _inside(name, frozen)]
         if not linears:
             raise ValueError(f"network {type(network).__name__} has no nn.Linear; pass feature_layer=<module name>")
         feature_layer = linears[-1]

@@ -229,16 +229,18 @@ def _polar(
     check_polar_options(method, steps, tol, max_steps, check_every)
     X, transposed = _canonical(W)  # (B, p, q), p ≤ q
     X_in = X
-    rank = _rank(torch.linalg.svdvals(X)) if info else None  # (B,)
+    rank = _rank(torch.linalg.svdvals(X)) if info and method != "svd" else None  # (B,)
 
     done = 0
     if method == "svd":
         # float64 from the input on: a float32 SVD loses the singular vectors of small, close singular values (errors
-        # ~ε₃₂·σ_max/gap), which an ill-conditioned weight has many of. The rank rule keeps the working dtype's ε.
+        # ~ε₃₂·σ_max/gap), which an ill-conditioned weight has many of. The given entries are exact in float64, so
+        # only what float64 cannot resolve counts as zero: σ ≤ q·ε₆₄·σ_max (LAPACK's and NumPy's matrix_rank rule).
         X64, _ = _canonical(W, torch.float64)
         U, S, Vh = torch.linalg.svd(X64, full_matrices=False)  # (B, p, p), (B, p), (B, p, q)
-        keep = _nonzero(S, torch.finfo(X.dtype).eps).to(S.dtype).unsqueeze(-2)  # (B, 1, p)
-        X = ((U * keep) @ Vh).to(X.dtype)  # the rank rule: U_r V_rᵀ
+        nonzero = _nonzero(S, X64.shape[-1] * torch.finfo(torch.float64).eps / RANK_RTOL)  # (B, p)
+        X = ((U * nonzero.to(S.dtype).unsqueeze(-2)) @ Vh).to(X.dtype)  # U_r V_rᵀ
+        rank = nonzero.sum(dim=-1) if info else None
     else:
         quintic = method == "polar_express"
         if quintic:
@@ -316,11 +318,13 @@ def polar(
     `check_every` steps (one host sync each; the fixed-step path has none) with the free certificate
     ‖XXᵀ − I‖_F ≥ max|σ − 1|, and stop after `max_steps` regardless. Float32 bottoms out near 1e-6, float64 near 1e-14.
 
-    Rank rule: σᵢ ≤ RANK_RTOL·ε·σ_max count as zero, and tolerance and residual are judged on the other r. ``"svd"``
-    returns U_r V_rᵀ (a zero matrix gives zeros); the iterations leave rounding noise in null directions (exact zero
-    rows/columns stay zero). In tolerance mode the ranks are looked up (one `svdvals` of W) only if the certificate
-    stalls (improves by less than 10% between checks); rank-deficient batches are then checked with `svdvals` of the
-    iterate.
+    Rank rule: for the iterations σᵢ ≤ RANK_RTOL·ε·σ_max (ε of the working dtype) count as zero, and tolerance and
+    residual are judged on the other r; they leave rounding noise in null directions (exact zero rows/columns stay
+    zero). ``"svd"`` is the exact polar factor of the given entries: it drops only the directions float64 cannot
+    resolve, σᵢ ≤ max(m, n)·ε₆₄·σ_max, and returns U_r V_rᵀ, a partial isometry that maps those directions to zero
+    (a zero matrix gives zeros; a float32 matrix rounded from a rank-deficient one is full rank and keeps them all).
+    In tolerance mode the ranks are looked up (one `svdvals` of W) only if the certificate stalls (improves by less
+    than 10% between checks); rank-deficient batches are then checked with `svdvals` of the iterate.
 
     Entries are divided by max|W| first, so any finite scale works. float16 and bfloat16 are computed in float32 and
     cast back. The result is detached from W.

@@ -13,6 +13,7 @@ from fire_rl.metrics import (
     dormant_ratio,
     dormant_scores,
     feature_norm,
+    frozen_subtrees,
     grad_norm,
     plasticity_metrics,
     relative_sfe,
@@ -20,7 +21,9 @@ from fire_rl.metrics import (
     srank,
     weight_norms,
 )
+from fire_rl.networks import QNetwork
 from fire_rl.polar import fire_scale
+from fire_rl.resets import capture_theta0, inject_plasticity
 
 DTYPES = [torch.float32, torch.float64]
 ATOL = {torch.float32: 1e-5, torch.float64: 1e-12}
@@ -526,3 +529,22 @@ def test_plasticity_metrics_nan_features_feature_layer_and_errors():
         plasticity_metrics(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), torch.rand(2, 1, 5, 5))
     with pytest.raises(ValueError, match="network"):
         plasticity_metrics("net", x)
+
+
+def test_after_injection_the_diagnostics_measure_the_trainable_head():
+    # The old head and its frozen copy never train: srank is of the features entering the trainable head's last
+    # Linear (head.new.2), and the dormant ratio counts the trainable path's ReLUs only.
+    torch.manual_seed(0)
+    q = QNetwork(4)
+    theta0 = capture_theta0(q)
+    x = torch.randint(0, 256, (64, 4, 84, 84), dtype=torch.uint8)
+    inject_plasticity(q, theta0=theta0, toward="random")
+    with torch.no_grad():  # make the frozen copy's features differ from the trainable head's
+        q.head.new[0].weight.mul_(3.0)
+    assert frozen_subtrees(q) == ("head.old", "head.new_frozen")
+    metrics = plasticity_metrics(q, x)
+    assert {k for k in metrics if k.startswith("dormant/")} == {f"dormant/encoder.{i}" for i in (1, 3, 5)} | {
+        "dormant/head.new.1"}  # fmt: skip
+    assert metrics["srank"] == plasticity_metrics(q, x, feature_layer="head.new.2")["srank"]
+    assert metrics["feature_norm"] != plasticity_metrics(q, x, feature_layer="head.new_frozen.2")["feature_norm"]
+    assert frozen_subtrees(q.requires_grad_(False)) == (), "a wholly frozen network (a target) is measured whole"
