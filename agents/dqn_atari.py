@@ -20,7 +20,7 @@ from fire_rl.envs.env_state import get_env_state, set_env_state
 from fire_rl.metrics import plasticity_metrics
 from fire_rl.networks import QNetwork, update_target_
 from fire_rl.run import Run, check_memory, parse_args
-from fire_rl.runtime import Background, ReplayRatio, crossed, resolve_device, seed_everything
+from fire_rl.runtime import Background, ReplayRatio, compiled, crossed, resolve_device, seed_everything, warm_up
 from fire_rl.scheduler import ResetScheduler
 from fire_rl.validation import MAX_STEPS, In
 
@@ -104,6 +104,12 @@ class Args(PlasticityArgs, RunArgs):
     eval_epsilon: Annotated[float, In(0, 1)] = 0.001
     """epsilon of the evaluation policy"""
 
+    def check(self, branch_step: int | None = None) -> None:
+        super().check(branch_step)
+        if self.overlap and (self.compile or self.cudagraphs):
+            raise ValueError("--overlap with --compile or --cudagraphs: not measured to help (a compiled update in a "
+                             "background thread); drop --overlap")  # fmt: skip
+
 
 # The official FIRE DQN's hyper-parameters; the cleanrl preset is Args' own defaults.
 PRESETS = {
@@ -150,6 +156,12 @@ def update(q_network, target_network, optimizer, regularizer, data, gamma: float
     optimizer.step()
     regularizer.after_step("q")
     return {"td_loss": loss.detach(), "q_values": old_val.mean().detach()}
+
+
+def greedy_actions(q_network, obs: torch.Tensor) -> torch.Tensor:
+    """(N, 4, 84, 84) uint8 observations -> (N,) int64 greedy actions (argmax_a Q), without autograd."""
+    with torch.no_grad():
+        return q_network(obs).argmax(dim=1)
 
 
 @torch.inference_mode()
@@ -203,6 +215,18 @@ def train(args: Args, run: Run) -> None:
     state = {"scheduler": scheduler, "q_network": q_network, "target_network": target_network, "optimizer": optimizer,
              "replay_ratio": replay, "regularizer": regularizer}  # fmt: skip
 
+    # --compile/--cudagraphs: compiled (and captured) now, on a batch of the right layout, all values put back after
+    update_fn, act = (
+        compiled(update, args.compile, args.cudagraphs),
+        compiled(greedy_actions, args.compile, args.cudagraphs),
+    )
+    if args.compile or args.cudagraphs:
+        nets = {"q_network": q_network, "target_network": target_network, "optimizer": optimizer}
+        warm_up(update_fn, q_network, target_network, optimizer, regularizer, rb.example_batch(args.batch_size),
+                args.gamma, args.loss, args.double_dqn, state=nets)  # fmt: skip
+        example_obs = torch.zeros((args.num_envs, *envs.single_observation_space.shape), dtype=torch.uint8)
+        warm_up(act, q_network, example_obs.to(device), state=nets)
+
     ckpt = run.start(state, rb)  # from here on the run directory is written; a branch's reset happens here
     global_step, update_step = (ckpt["global_step"], ckpt["update_step"]) if ckpt else (0, 0)
     rng = run.rng  # exploration
@@ -215,8 +239,8 @@ def train(args: Args, run: Run) -> None:
     def learn(batches: list, first_update: int, step: int, epsilon: float, copy_target: bool) -> None:
         """The gradient updates of env step `step` (update numbers first_update + 1, ...), then the target update."""
         for i, data in enumerate(batches):
-            stats = update(q_network, target_network, optimizer, regularizer, data, args.gamma, args.loss,
-                           args.double_dqn)  # fmt: skip
+            stats = update_fn(q_network, target_network, optimizer, regularizer, data, args.gamma, args.loss,
+                              args.double_dqn)  # fmt: skip
             if (first_update + i + 1) % 100 == 0:
                 run.log_losses(stats, step, first_update + i + 1)
                 run.log("charts/epsilon", epsilon, step)
@@ -241,9 +265,7 @@ def train(args: Args, run: Run) -> None:
         if rng.random() < epsilon:
             actions = rng.integers(n_actions, size=args.num_envs)
         else:
-            with torch.inference_mode():
-                q_values = actor(torch.as_tensor(obs, device=device))
-            actions = q_values.argmax(dim=1).cpu().numpy()
+            actions = act(actor, torch.as_tensor(obs, device=device)).cpu().numpy()
         next_obs, rewards, terminations, truncations, infos = envs.step(actions)
         global_step += args.num_envs
         run.advance(args.num_envs)

@@ -19,7 +19,7 @@ from fire_rl.envs.humanoid import make_humanoid_env
 from fire_rl.metrics import plasticity_metrics
 from fire_rl.networks import RSNorm, SimbaActor, SimbaCritic, update_target_
 from fire_rl.run import Run, check_memory, parse_args
-from fire_rl.runtime import ReplayRatio, crossed, resolve_device, seed_everything
+from fire_rl.runtime import ReplayRatio, compiled, crossed, resolve_device, seed_everything, warm_up
 from fire_rl.scheduler import ResetScheduler
 from fire_rl.validation import MAX_STEPS, In
 
@@ -166,6 +166,12 @@ def update(actor, qf1, qf2, qf1_target, qf2_target, rsnorm, log_alpha, optimizer
     return stats
 
 
+def sample_action(actor, rsnorm, obs: torch.Tensor) -> torch.Tensor:
+    """(1, obs_dim) float32 raw observation -> (1, act_dim) action in [-1, 1] drawn from the policy (no autograd)."""
+    with torch.no_grad():
+        return actor.sample(rsnorm(obs))[0]
+
+
 @torch.inference_mode()
 def evaluate(actor, rsnorm, args: Args, device: torch.device, seed: int) -> list[float]:
     """Returns of `eval_episodes` episodes of the deterministic policy tanh(mean) (env-step returns, no exploration)."""
@@ -241,6 +247,17 @@ def train(args: Args, run: Run) -> None:
              "q_optimizer": q_optimizer, "alpha_optimizer": alpha_optimizer, "log_alpha": log_alpha,
              "replay_ratio": replay, "regularizer": regularizer}  # fmt: skip
 
+    # --compile/--cudagraphs: compiled (and captured) now, on a batch of the right layout, all values put back after
+    update_fn = compiled(update, args.compile, args.cudagraphs)
+    act = compiled(sample_action, args.compile, args.cudagraphs)
+    if args.compile or args.cudagraphs:
+        values = {
+            k: v for k, v in state.items() if isinstance(v, torch.nn.Module | torch.optim.Optimizer | torch.Tensor)
+        }
+        warm_up(update_fn, actor, qf1, qf2, qf1_target, qf2_target, rsnorm, log_alpha, optimizers, regularizer,
+                rb.example_batch(args.batch_size), args, target_entropy, cdq, state=values)  # fmt: skip
+        warm_up(act, actor, rsnorm, torch.zeros((1, obs_dim), device=device), state=values)
+
     ckpt = run.start(state, rb)  # from here on the run directory is written; a branch's reset happens here
     global_step, update_step = (ckpt["global_step"], ckpt["update_step"]) if ckpt else (0, 0)
 
@@ -258,9 +275,7 @@ def train(args: Args, run: Run) -> None:
         if global_step < args.learning_starts:
             action = env.action_space.sample()
         else:
-            with torch.inference_mode():
-                action, _, _ = actor.sample(rsnorm(torch.as_tensor(obs, device=device)[None]))
-            action = action[0].cpu().numpy()
+            action = act(actor, rsnorm, torch.as_tensor(obs, device=device)[None])[0].cpu().numpy()
         next_obs, reward, terminated, truncated, info = env.step(action)
         step_size = info["env_steps"]
         global_step += step_size
@@ -280,8 +295,8 @@ def train(args: Args, run: Run) -> None:
 
         if global_step >= run.learning_starts:
             for _ in range(replay.updates(1)):
-                stats = update(actor, qf1, qf2, qf1_target, qf2_target, rsnorm, log_alpha, optimizers, regularizer,
-                               rb.sample(args.batch_size), args, target_entropy, cdq)  # fmt: skip
+                stats = update_fn(actor, qf1, qf2, qf1_target, qf2_target, rsnorm, log_alpha, optimizers,
+                                  regularizer, rb.sample(args.batch_size), args, target_entropy, cdq)  # fmt: skip
                 update_step += 1
                 if update_step % 100 == 0:
                     run.log_losses(stats, global_step, update_step)

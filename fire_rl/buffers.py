@@ -339,7 +339,17 @@ class AtariReplayBuffer:
         batch_size, stored = check_range("batch_size", batch_size, 1, integer=True), len(self)
         if batch_size > stored:
             raise ValueError(f"batch_size {batch_size} exceeds the {stored} transitions the buffer can sample")
-        env, position = self._draw(batch_size, self.rng if rng is None else rng)
+        return self._gather(*self._draw(batch_size, self.rng if rng is None else rng))
+
+    def example_batch(self, batch_size: int) -> ReplayBatch:
+        """A batch laid out exactly as `sample` returns it (shapes, dtypes, strides, device), with whatever the first
+        slots hold: what compiling the update needs before any data (fire_rl.runtime.warm_up)."""
+        zeros = np.zeros(check_range("batch_size", batch_size, 1, integer=True), dtype=np.int64)
+        return self._gather(zeros, zeros)
+
+    def _gather(self, env: np.ndarray, position: np.ndarray) -> ReplayBatch:
+        """The transitions at (env, absolute slot position), (B,) int64 each, as a `ReplayBatch`."""
+        batch_size = len(env)
         slot = position % self.slots_per_env
         stack_shape = (batch_size, self.frame_stack, *self.frame_shape)
 
@@ -498,7 +508,15 @@ class ReplayBuffer:
         batch_size = check_range("batch_size", batch_size, 1, integer=True)
         if batch_size > len(self):
             raise ValueError(f"batch_size {batch_size} exceeds the {len(self)} transitions stored")
-        index = (self.rng if rng is None else rng).integers(0, len(self), size=batch_size)
+        return self._gather((self.rng if rng is None else rng).integers(0, len(self), size=batch_size))
+
+    def example_batch(self, batch_size: int) -> ReplayBatch:
+        """A batch laid out exactly as `sample` returns it, with whatever the first slot holds (for compiling)."""
+        return self._gather(np.zeros(check_range("batch_size", batch_size, 1, integer=True), dtype=np.int64))
+
+    def _gather(self, index: np.ndarray) -> ReplayBatch:
+        """The transitions at `index`, (B,) int64, as a `ReplayBatch`."""
+        batch_size = len(index)
         t = self._transfer
         t.begin()
         out = {}

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import tyro
 
 from fire_rl.regularizers import Regularizer
+from fire_rl.runtime import check_compile
 from fire_rl.scheduler import ResetConfig
 from fire_rl.validation import MAX_STEPS, Flags, In
 
@@ -33,6 +34,11 @@ class RunArgs(Flags):
     """auto (CUDA if available), cpu, cuda or cuda:N"""
     threads: Annotated[int, In(0, 4096)] = 0
     """torch CPU threads (0: torch's default)"""
+    compile: bool = False
+    """torch.compile the update and the acting step (inductor: C++ on CPU, Triton on CUDA); compiled while the run is
+    built. The same computation up to the order of fused floating-point operations"""
+    cudagraphs: bool = False
+    """also capture the compiled update and acting step as CUDA graphs (torch.compile's reduce-overhead); CUDA only"""
     track: bool = False
     """if toggled, this experiment will be tracked with Weights and Biases"""
     wandb_project_name: str = "fire_rl"
@@ -71,6 +77,7 @@ class RunArgs(Flags):
             ValueError: one line naming the flag, its value and what is allowed.
         """
         self.check_ranges()
+        check_compile(self.compile, self.cudagraphs, self.device)
         if self.resume is not None and self.start_over:
             raise ValueError(f"--start-over starts a new run and --resume {self.resume} continues one: give one")
         if self.learning_starts >= self.total_timesteps:

@@ -53,8 +53,8 @@ from fire_rl.validation import flag
 # Flags a resumed run may change: they say how long and where it runs and what it logs, not what its state means.
 RESUMABLE = frozenset({
     "total_timesteps", "stop_at", "checkpoint_every", "eval_every", "eval_episodes", "metrics_every", "threads",
-    "device", "track", "wandb_project_name", "wandb_entity", "capture_video", "save_buffer", "save_model", "resume",
-    "run_dir", "start_over",
+    "compile", "cudagraphs", "device", "track", "wandb_project_name", "wandb_entity", "capture_video", "save_buffer",
+    "save_model", "resume", "run_dir", "start_over",
 })  # fmt: skip
 RESET_FLAGS = frozenset(f.name for f in fields(ResetConfig))
 # Flags a branch (--branch-from) may also set: its seed and name, its own reset schedule from the branch point on, and

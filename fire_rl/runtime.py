@@ -1,5 +1,5 @@
-"""Run plumbing both agents share: device choice, seeding, run directories, atomic JSON, graceful stops, and the
-replay-ratio accounting that turns env steps into gradient updates."""
+"""Run plumbing both agents share: device choice, seeding, compiling, run directories, atomic JSON, graceful stops,
+and the replay-ratio accounting that turns env steps into gradient updates."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import tempfile
 import time
@@ -34,6 +35,78 @@ def resolve_device(name: str) -> torch.device:
             raise ValueError(f"device={name!r} but no CUDA device is available; use 'auto' or 'cpu'")
         return torch.device(name)
     raise ValueError(f"device={name!r} is not allowed; choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def check_compile(compile: bool, cudagraphs: bool, device: str) -> None:
+    """Refuse ``--compile``/``--cudagraphs`` where they cannot run, before any work.
+
+    Raises:
+        ValueError: ``--cudagraphs`` on a machine or `device` without CUDA; ``--compile`` on CPU without a C++ compiler
+            (inductor emits C++ there).
+    """
+    if cudagraphs and (device == "cpu" or not torch.cuda.is_available()):
+        raise ValueError(f"--cudagraphs captures CUDA graphs: it needs a CUDA device (device={device!r}, CUDA "
+                         f"available: {torch.cuda.is_available()}); drop --cudagraphs")  # fmt: skip
+    compiler = os.environ.get("CXX", "g++")  # inductor's default on Linux
+    if compile and not cudagraphs and resolve_device(device).type == "cpu" and not shutil.which(compiler):
+        raise ValueError(f"--compile on CPU needs a C++ compiler ({compiler}), which is not on PATH; install one "
+                         "(apt-get install g++) or drop --compile")  # fmt: skip
+
+
+def compiled(fn: Callable, compile: bool, cudagraphs: bool) -> Callable:
+    """`fn` as ``--compile`` and ``--cudagraphs`` ask: itself, ``torch.compile(fn)`` (inductor; on CPU C++, on CUDA
+    Triton), or ``torch.compile(fn, mode="reduce-overhead")``, which also captures and replays CUDA graphs (inductor's
+    CUDA graph trees). Random draws inside stay those of the eager code (inductor's ``fallback_random``), so a compiled
+    run differs from the eager one only by the order of floating-point operations that inductor fuses. Guards recompile
+    on a changed structure (plasticity injection) and never on values changed in place (every other reset)."""
+    if not (compile or cudagraphs):
+        return fn
+    import torch._inductor.config
+
+    torch._inductor.config.fallback_random = True
+    return torch.compile(fn, mode="reduce-overhead" if cudagraphs else None)
+
+
+def warm_up(step: Callable, *args: Any, state: dict[str, Any]) -> None:
+    """Call `step(*args)` once, so that it compiles (and captures) while the run is built, then put back every value
+    it changed: each module's parameters and buffers and each tensor of `state` in place (storage kept, as a captured
+    graph needs), each optimizer's state in place (one that had none gets zeros, the state of a fresh Adam), and the
+    torch RNGs.
+
+    Raises:
+        ValueError: compiling failed (the message names the error and the flags to drop); nothing was changed.
+    """
+    objects = list(state.values())
+    saved = [{k: v.clone() for k, v in o.state_dict().items()} if isinstance(o, torch.nn.Module)
+             else o.detach().clone() if isinstance(o, torch.Tensor)
+             else {p: {k: v.clone() if torch.is_tensor(v) else v for k, v in st.items()} for p, st in o.state.items()}
+             if isinstance(o, torch.optim.Optimizer) else None for o in objects]  # fmt: skip
+    devices = [d for d in {t.device for o in objects if isinstance(o, torch.nn.Module) for t in o.parameters()}
+               if d.type == "cuda"]  # fmt: skip
+    try:
+        with torch.random.fork_rng(devices=devices):
+            step(*args)
+    except Exception as err:  # inductor's and dynamo's errors have no common public base
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(f"compiling the update failed ({type(err).__name__}: {first[:300]}); drop --compile and "
+                         "--cudagraphs") from err  # fmt: skip
+    finally:
+        with torch.no_grad():
+            for o, before in zip(objects, saved):
+                if isinstance(o, torch.nn.Module):
+                    for k, v in o.state_dict().items():
+                        v.copy_(before[k])
+                elif isinstance(o, torch.Tensor):
+                    o.copy_(before)
+                elif isinstance(o, torch.optim.Optimizer):
+                    for p, st in o.state.items():
+                        for k, v in st.items():
+                            if torch.is_tensor(v):
+                                v.copy_(before[p][k]) if p in before else v.zero_()
+                        o.state[p].update({k: v for k, v in before.get(p, {}).items() if not torch.is_tensor(v)})
+        for o in objects:
+            for p in o.parameters() if isinstance(o, torch.nn.Module) else []:
+                p.grad = None
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -270,7 +270,9 @@ OPERATIONS: dict[str, Callable[[ResetConfig, _Entry, nn.Module, Any, Any], Reset
 
 def rebuild_optimizer_(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], keep_state: bool) -> None:
     """Point `optimizer` at exactly `params`, in place (the agent's reference stays valid): with `keep_state`, the
-    parameters that stay keep their moments; otherwise every state is cleared (a fresh optimizer).
+    parameters that stay keep their moments; otherwise the state of a fresh optimizer, the state tensors of the
+    parameters that stay zeroed in place (Adam's step and moments at 0 step exactly as an empty state does, and a
+    captured CUDA graph keeps reading them). States of parameters no longer in `params` are dropped.
 
     Raises:
         ValueError: the optimizer has several parameter groups (which one a new parameter joins is ambiguous).
@@ -279,9 +281,14 @@ def rebuild_optimizer_(optimizer: torch.optim.Optimizer, params: list[nn.Paramet
         raise ValueError(
             f"cannot rebuild an optimizer with {len(optimizer.param_groups)} parameter groups; give it one"
         )
-    keep = {p: optimizer.state[p] for p in params if keep_state and p in optimizer.state}
-    optimizer.state.clear()
-    optimizer.state.update(keep)
+    staying = set(params)
+    for p in [p for p in optimizer.state if p not in staying]:
+        del optimizer.state[p]
+    if not keep_state:
+        with torch.no_grad():
+            for state in optimizer.state.values():
+                for key, value in state.items():
+                    state[key] = value.zero_() if torch.is_tensor(value) else type(value)(0)
     optimizer.param_groups[0]["params"] = list(params)
 
 
@@ -532,8 +539,9 @@ class ResetScheduler:
         if self.temperature is not None and cfg.temperature_policy() == "reset":
             with torch.no_grad():
                 self.temperature.log_alpha.copy_(self.temperature.init_value)
-            if self.temperature.optimizer is not None:
-                self.temperature.optimizer.state.clear()
+            if self.temperature.optimizer is not None:  # a fresh optimizer, its state zeroed in place
+                opt = self.temperature.optimizer
+                rebuild_optimizer_(opt, opt.param_groups[0]["params"], keep_state=False)
         seconds = time.perf_counter() - t0
         event = ResetEvent(global_step, update_step, cfg.reset, list(points or [global_step]), seconds, scalars)
         self.events.append(event)

@@ -7,7 +7,8 @@ Sections (``--only``; every figure is described in benchmarks/README.md):
 - ``peak``: fp32 (and bf16) ``torch.mm`` of n x n matrices; ``peak_gflops`` is what every "% of peak" refers to.
 - ``dqn``, ``sac``: the agent's `update` from ``agents/<agent>.py`` on a fixed random batch: time, FLOPs
   (``FlopCounterMode``), % of peak; the fast paths against the eager reference (``torch.utils.benchmark.Compare``)
-  with their parity; for DQN on CPU the time per op group (``torch.profiler``). Then the agent process at each replay
+  with their parity (``--compile``: also compiled, and on CUDA captured as CUDA graphs); for DQN on CPU the time per
+  op group (``torch.profiler``). Then the agent process at each replay
   ratio: env steps/s while learning (tensorboard's wall times), peak resident memory (psutil), a linear fit.
 - ``resets``: FIRE, Shrink & Perturb and plasticity injection through `ResetScheduler.apply` on fresh paper networks,
   and the FIRE kernel alone.
@@ -50,6 +51,7 @@ from fire_rl.networks import QNetwork, RSNorm, SimbaActor, SimbaCritic
 from fire_rl.polar import polar, polar_with_info
 from fire_rl.regularizers import Regularizer
 from fire_rl.resets import fire_, select_layers
+from fire_rl.runtime import compiled
 from fire_rl.scheduler import ResetConfig, ResetScheduler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,8 +133,10 @@ def batch(size: int, obs: tuple[int, ...], actions, device: torch.device, seed: 
                        next_observations=observations(), dones=torch.zeros(size, device=device))  # fmt: skip
 
 
-def dqn_update(dqn, device: torch.device, seed: int, fused: bool, channels_last: bool, bf16: bool):
-    """The agent's DQN `update` on Nature-CNN networks and 32 random stacks: ``(call, watched parameters)``."""
+def dqn_update(dqn, device: torch.device, seed: int, fused: bool, channels_last: bool, bf16: bool, graphs: int = 0):
+    """The agent's DQN `update` on Nature-CNN networks and 32 random stacks: ``(call, watched parameters)``; `graphs`
+    1 compiles it (``--compile``), 2 also captures CUDA graphs (``--cudagraphs``)."""
+    update = compiled(dqn.update, graphs >= 1, graphs == 2)
     torch.manual_seed(seed)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     q_network, target_network = (QNetwork(DQN_ACTIONS).to(device, memory_format=layout) for _ in range(2))
@@ -142,15 +146,16 @@ def dqn_update(dqn, device: torch.device, seed: int, fused: bool, channels_last:
 
     def call() -> dict:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(bf16)):
-            return dqn.update(q_network, target_network, optimizer, Regularizer("none"), data, 0.99, "mse", False)
+            return update(q_network, target_network, optimizer, Regularizer("none"), data, 0.99, "mse", False)
 
     return call, list(q_network.parameters())
 
 
-def sac_update(sac, device: torch.device, seed: int, fused: bool, channels_last: bool, bf16: bool):
+def sac_update(sac, device: torch.device, seed: int, fused: bool, channels_last: bool, bf16: bool, graphs: int = 0):
     """The agent's SAC `update` on SimBa networks of its `Args` defaults (the paper widths) and 256 random
-    Humanoid-sized samples: ``(call, watched parameters)``; `channels_last` does not apply."""
+    Humanoid-sized samples: ``(call, watched parameters)``; `channels_last` does not apply; `graphs` as `dqn_update`."""
     args = sac.Args()
+    update = compiled(sac.update, graphs >= 1, graphs == 2)
     torch.manual_seed(seed)
     actor = SimbaActor(SAC_OBS, SAC_ACT, args.actor_hidden, args.actor_blocks).to(device)
     critics = [SimbaCritic(SAC_OBS, SAC_ACT, args.critic_hidden, args.critic_blocks).to(device) for _ in range(4)]
@@ -166,34 +171,45 @@ def sac_update(sac, device: torch.device, seed: int, fused: bool, channels_last:
     def call() -> dict:
         torch.manual_seed(seed)  # the same policy noise in every variant, for the parity check
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(bf16)):
-            return sac.update(actor, *critics, rsnorm, log_alpha, optimizers, Regularizer("none"), data, args,
-                              -args.target_entropy_scale * SAC_ACT)  # fmt: skip
+            return update(actor, *critics, rsnorm, log_alpha, optimizers, Regularizer("none"), data, args,
+                          -args.target_entropy_scale * SAC_ACT)  # fmt: skip
 
     return call, list(actor.parameters())  # the actor's second step depends on the critics' first
 
 
-VARIANTS = {  # name: (fused Adam(W), channels_last, bf16 autocast); the first is the reference
+VARIANTS = {  # name: (fused Adam(W), channels_last, bf16 autocast[, graphs]); the first is the reference
     "dqn": {"eager (reference)": (0, 0, 0), "fused Adam": (1, 0, 0), "channels_last": (0, 1, 0),
             "fused + channels_last (agent default)": (1, 1, 0), "bf16 autocast": (0, 0, 1)},
     "sac": {"eager (reference)": (0, 0, 0), "fused AdamW (agent default)": (1, 0, 0), "bf16 autocast": (0, 0, 1),
             "fused + bf16": (1, 0, 1)},
 }  # fmt: skip
+# With --compile: the agent defaults compiled (1, --compile) and, on CUDA, captured (2, --cudagraphs).
+COMPILED = {"dqn": {"--compile": (1, 1, 0, 1), "--cudagraphs": (1, 1, 0, 2)},
+            "sac": {"--compile": (1, 0, 0, 1), "--cudagraphs": (1, 0, 0, 2)}}  # fmt: skip
 
 
-def bench_update(kind: str, agent, device: torch.device, seconds: float, seed: int, peak: dict | None) -> dict:
+def variants(kind: str, device: torch.device, compile: bool) -> dict[str, tuple]:
+    """`VARIANTS` of `kind`, with `COMPILED` (CUDA graphs on CUDA only) if `compile`."""
+    extra = {k: v for k, v in COMPILED[kind].items() if compile and (v[3] < 2 or device.type == "cuda")}
+    return {**VARIANTS[kind], **extra}
+
+
+def bench_update(kind: str, agent, device: torch.device, seconds: float, seed: int, peak: dict | None,
+                 compile: bool = False) -> dict:  # fmt: skip
     """The eager reference update (time, FLOPs, % of peak) and each of `VARIANTS` against it, timed in 3 interleaved
     rounds so that load changes hit all alike. Parity: relative difference of the second update's loss (SAC: qf1 +
     qf2) and ‖Δθ − Δθ_ref‖ / ‖Δθ_ref‖ over the watched network, after two updates from identical states."""
     build = dqn_update if kind == "dqn" else sac_update
     parity, measurements = {}, defaultdict(list)
-    for name, flags in VARIANTS[kind].items():
+    cases = variants(kind, device, compile)
+    for name, flags in cases.items():
         call, watched = build(agent, device, seed, *flags)
         start = [p.detach().clone() for p in watched]
         call()
         stats = call()
         loss = float(stats["td_loss"] if kind == "dqn" else stats["qf1_loss"] + stats["qf2_loss"])
         parity[name] = (loss, torch.cat([(p.detach() - p0).double().ravel() for p, p0 in zip(watched, start)]))
-    calls = {name: build(agent, device, seed, *flags)[0] for name, flags in VARIANTS[kind].items()}
+    calls = {name: build(agent, device, seed, *flags)[0] for name, flags in cases.items()}
     for _ in range(3):
         for name, call in calls.items():
             measurements[name].append(timed(call, seconds / 3, f"{kind} update", name))
@@ -524,6 +540,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.add_argument(flag, type=kind, default=default, help=f"{text} (default {default})")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if available")
     parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/bench_<host>[_cuda].json)")
+    parser.add_argument("--compile", action="store_true", help="dqn, sac: also time the update compiled (the agents' "
+                        "--compile) and, on CUDA, captured as CUDA graphs (--cudagraphs) (default: off)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("argument --device: 'cuda' is invalid here (no CUDA device); allowed: auto, cpu")
@@ -555,7 +573,8 @@ def main(argv=None) -> int:
     for kind, fill in (("dqn", args.fill), ("sac", agents["sac"].Args().learning_starts)):
         loop = (kind, getattr(args, f"{kind}_ratios"), getattr(args, f"{kind}_updates"), fill, args.threads, device)
         update = (kind, agents[kind], device, args.seconds, args.seed)
-        sections[kind] = lambda u=update, lp=loop: {"update": bench_update(*u, results.get("peak")), **bench_loop(*lp)}
+        sections[kind] = lambda u=update, lp=loop: {
+            "update": bench_update(*u, results.get("peak"), args.compile), **bench_loop(*lp)}  # fmt: skip
     results["section_loadavg"] = {}
     for section in [s for s in SECTIONS if s in args.only]:
         before, t0 = os.getloadavg(), time.perf_counter()

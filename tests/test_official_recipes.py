@@ -194,7 +194,7 @@ def test_paper_dqn_injection_matches_the_official_pi_branch():
         for part in (net.head.new, net.head.new_frozen):
             for n, p in part.named_parameters():
                 assert torch.equal(p, init_head[n]), "new heads := θ₀ (copies of init_q_network's head)"
-    assert len(opt.state) == 0, "a fresh Adam: no moments, also not for the encoder"
+    assert _fresh(opt), "a fresh Adam: zero moments (in place), also for the encoder"
     assert {id(p) for p in opt.param_groups[0]["params"]} == {id(p) for p in q.parameters() if p.requires_grad}
     _train(q, opt, _batches(1, seed=4))
 
@@ -258,8 +258,14 @@ def sac_setup(method: str, act_dim: int = 6, **cfg):
     return sched, nets, {"qf1": qf1_t, "qf2": qf2_t}, theta0, (a_opt, q_opt, alpha_opt), log_alpha, (obs, act)
 
 
+def _fresh(opt) -> bool:
+    """A fresh optimizer's state: none, or every tensor zeroed in place (the scheduler keeps the storage; the next step
+    is then exactly a new optimizer's, tests/test_scheduler.py)."""
+    return not any(v.any() for st in opt.state.values() for v in st.values())
+
+
 def _assert_fresh_optimizers_and_temperature(opts, log_alpha) -> None:
-    assert all(len(opt.state) == 0 for opt in opts), "official: new Trainers, fresh optimizer states"
+    assert all(_fresh(opt) for opt in opts), "official: new Trainers, fresh optimizer states"
     assert torch.equal(log_alpha.detach(), torch.tensor(0.01).log()), "official: temperature re-initialised"
 
 

@@ -1,5 +1,6 @@
 """The reset scheduler on real networks and real optimizers: timing, recipes, targets, optimizer state, checkpoints."""
 
+import copy
 import json
 import math
 from dataclasses import dataclass, fields
@@ -142,11 +143,21 @@ def test_rebuild_and_same_target_policies():
     target_before = {k: v.clone() for k, v in target.state_dict().items()}
     online_before = {k: v.clone() for k, v in q.state_dict().items()}
     theta0 = sched.theta0("q")
+    storage = [v.data_ptr() for st in opt.state.values() for v in st.values()]
     sched.apply(100, 0)
-    assert len(opt.state) == 0
     for k in theta0:
         torch.testing.assert_close(q.state_dict()[k], 0.5 * online_before[k] + 0.5 * theta0[k])
         torch.testing.assert_close(target.state_dict()[k], 0.5 * target_before[k] + 0.5 * theta0[k])
+    # A fresh optimizer's state, zeroed in place (a captured CUDA graph keeps reading the same tensors): the next step
+    # is exactly that of a new Adam.
+    assert [v.data_ptr() for st in opt.state.values() for v in st.values()] == storage
+    assert not any(v.any() for st in opt.state.values() for v in st.values())
+    fresh_q = copy.deepcopy(q)
+    fresh = torch.optim.Adam(fresh_q.parameters(), lr=1e-3)
+    train_steps(q, opt, n=2)
+    train_steps(fresh_q, fresh, n=2)
+    for a, b in zip(q.parameters(), fresh_q.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_plasticity_injection_through_scheduler():
@@ -213,7 +224,8 @@ def test_paper_sac_recipe_resets_optimizers_and_temperature():
     (log_alpha * 3).backward()
     alpha_opt.step()
     sched.step(10, 20)
-    assert len(q_opt.state) == 0 and len(a_opt.state) == 0 and len(alpha_opt.state) == 0
+    # Fresh optimizers: every state zeroed in place (what an empty state amounts to at the next step)
+    assert not any(v.any() for o in (q_opt, a_opt, alpha_opt) for st in o.state.values() for v in st.values())
     assert torch.equal(log_alpha.detach(), torch.tensor(0.01).log())
     for online, tgt in [(qf1, qf1_t), (qf2, qf2_t)]:
         for a, b in zip(online.state_dict().values(), tgt.state_dict().values()):
@@ -407,3 +419,50 @@ def test_same_target_policy_replays_the_online_fresh_draw(method):
             torch.testing.assert_close(
                 2 * target.state_dict()[k] - target_before[k], 2 * v - online_before[k], atol=1e-6, rtol=1e-5
             )
+
+
+def _storage(*objects) -> list[int]:
+    """data_ptr of every parameter and buffer of the modules, every tensor of the optimizers' states, and tensors."""
+    out = []
+    for o in objects:
+        if isinstance(o, torch.nn.Module):
+            out += [t.data_ptr() for t in (*o.parameters(), *o.buffers())]
+        elif isinstance(o, torch.optim.Optimizer):
+            out += [v.data_ptr() for st in o.state.values() for v in st.values() if torch.is_tensor(v)]
+        else:
+            out.append(o.data_ptr())
+    return out
+
+
+@pytest.mark.parametrize("method", ["fire", "sp", "full", "redo"])
+def test_resets_keep_every_tensors_storage(method):
+    # A captured CUDA graph replays fixed addresses: a reset must write into the same storage (networks, targets,
+    # optimizer states, the temperature), under both official recipes. Plasticity injection adds parameters (the agents
+    # recompile and re-capture) and is exempt.
+    q, target, opt, sched = make_dqn(method, reset_every=0 if method != "redo" else 100, reset_at=(100,))
+    train_steps(q, opt)
+    x = torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8)
+    sched.entries["q"].probe = lambda: (x,)
+    before = _storage(q, target, opt)
+    assert sched.step(100, 3) is not None
+    assert _storage(q, target, opt) == before
+
+    torch.manual_seed(0)
+    actor, qf1, qf2, qf1_t, qf2_t = SimbaActor(6, 2, hidden=16), *(SimbaCritic(6, 2, hidden=16) for _ in range(4))
+    a_opt, q_opt = torch.optim.AdamW(actor.parameters()), torch.optim.AdamW([*qf1.parameters(), *qf2.parameters()])
+    log_alpha = torch.tensor(0.01).log().requires_grad_()
+    alpha_opt = torch.optim.AdamW([log_alpha])
+    sched = ResetScheduler(ResetConfig(reset=method, reset_recipe="paper-sac", reset_at=(10,)))
+    obs, act = torch.randn(32, 6), torch.rand(32, 2) * 2 - 1
+    sched.add_network("actor", actor, optimizer=a_opt, probe=lambda: (obs,))
+    sched.add_network("qf1", qf1, target=qf1_t, optimizer=q_opt, probe=lambda: (obs, act))
+    sched.add_network("qf2", qf2, target=qf2_t, optimizer=q_opt, probe=lambda: (obs, act))
+    sched.add_temperature(log_alpha, alpha_opt)
+    for o, loss in [(q_opt, (qf1(obs, act) + qf2(obs, act)).pow(2).mean()), (a_opt, actor(obs)[0].pow(2).mean()),
+                    (alpha_opt, log_alpha * 3)]:  # fmt: skip
+        o.zero_grad()
+        loss.backward()
+        o.step()
+    before = _storage(actor, qf1, qf2, qf1_t, qf2_t, a_opt, q_opt, alpha_opt, log_alpha)
+    assert sched.step(10, 1) is not None
+    assert _storage(actor, qf1, qf2, qf1_t, qf2_t, a_opt, q_opt, alpha_opt, log_alpha) == before
