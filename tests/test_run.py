@@ -50,6 +50,7 @@ BAD_FLAGS = [
     ("sac_simba", ["--target-entropy-scale", "nan"], "--target-entropy-scale"),
     ("sac_simba", ["--buffer-size", "100000000000"], "replay buffer"),
     ("sac_simba", ["--env-id", "h1-nosuchtask-v0"], "h1-nosuchtask-v0"),
+    ("sac_simba", ["--env-id", "Hoper-v5"], "did you mean 'Hopper-v5'"),  # one line: no GLFW display warning first
 ] + [
     (agent, flags, flags[0])
     for agent in ("dqn_atari", "sac_simba")
@@ -195,7 +196,8 @@ def test_non_finite_optimizer_state_stops_the_run_with_exit_3(tmp_path):
 
 def test_resume_refusals_name_the_file_and_what_to_do(tmp_path):
     run_dir = tmp_path / "run"
-    run_agent("dqn_atari", *DQN, "--total-timesteps", "200", "--run-dir", str(run_dir))
+    first = run_agent("dqn_atari", *DQN, "--total-timesteps", "200", "--run-dir", str(run_dir))
+    assert "ret=" in first.stderr, "the progress bar shows the mean return of the last episodes"
     proc = run_agent("dqn_atari", "--resume", str(run_dir), "--start-over", check=False, timeout=120)
     assert proc.returncode == 2 and "--start-over" in proc.stderr and "--resume" in proc.stderr, proc.stderr
     config, ckpt = run_dir / "config.json", run_dir / "checkpoint.pt"
