@@ -88,7 +88,7 @@ def test_help_shows_the_real_defaults_of_the_preset():
     assert run_dir.count("default") == 1 and "runs/{env}" in run_dir, run_dir
     assert "None" not in out.stdout.split("--learning-rate")[1].split("--")[0], "--learning-rate shows None"
     for flag, value in [("--total-timesteps", "10000000"), ("--replay-ratio", "0.25"), ("--learning-rate", "0.0001")]:
-        assert value in out.stdout.split(flag)[1].split("\n--")[0].split("│ --")[0], (flag, value)
+        assert value in out.stdout.split(f"│ {flag} ")[1].split("│ --")[0], (flag, value)
     out = subprocess.run([sys.executable, "agents/dqn_atari.py", "--preset", "fire-paper", "--help"], cwd=ROOT,
                          capture_output=True, text=True).stdout  # fmt: skip
     assert "6.25e-05" in out and "2500000" in out

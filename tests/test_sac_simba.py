@@ -39,7 +39,8 @@ def test_paper_sac_resets_end_to_end(tmp_path, baseline, method):
     for name in ["mean", "var", "count"]:
         assert torch.equal(ckpt["rsnorm"][name], ref["rsnorm"][name]), "RSNorm statistics are kept by a reset"
     for opt in ["actor_optimizer", "q_optimizer", "alpha_optimizer"]:
-        assert not ckpt[opt]["state"], "paper-sac: fresh optimizers (and temperature)"
+        state = ckpt[opt]["state"].values()  # a fresh optimizer's state: zeroed in place, no step taken since
+        assert not any(v.any() for st in state for v in st.values()), "paper-sac: fresh optimizers (and temperature)"
     assert math.isclose(float(ckpt["log_alpha"]), math.log(0.01), rel_tol=1e-6), "temperature back to its init"
     for q in ["qf1", "qf2"]:
         for key, value in ckpt[q].items():
