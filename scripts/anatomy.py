@@ -1,4 +1,4 @@
-"""Reset anatomy: what each reset method does to one trained agent, layer by layer (issue 13, item 3).
+"""Reset anatomy: what each reset method does to one trained agent, layer by layer.
 
     python scripts/anatomy.py RUN_DIR_OR_CHECKPOINT [--methods fire sp] [--batch 256] [--out CSV] [--device cpu]
 
