@@ -67,22 +67,33 @@ def compiled(fn: Callable, compile: bool, cudagraphs: bool) -> Callable:
     return torch.compile(fn, mode="reduce-overhead" if cudagraphs else None)
 
 
+def zero_optimizer_state_(optimizer: torch.optim.Optimizer) -> None:
+    """Give `optimizer` the state of a fresh one, in place: every state tensor zeroed (Adam's step and moments at 0
+    step exactly as an empty state does), its storage kept, so a captured CUDA graph keeps reading it."""
+    with torch.no_grad():
+        for state in optimizer.state.values():
+            for key, value in state.items():
+                state[key] = value.zero_() if torch.is_tensor(value) else type(value)(0)
+
+
 def warm_up(step: Callable, *args: Any, state: dict[str, Any]) -> None:
-    """Call `step(*args)` once, so that it compiles (and captures) while the run is built, then put back every value
-    it changed: each module's parameters and buffers and each tensor of `state` in place (storage kept, as a captured
-    graph needs), each optimizer's state in place (one that had none gets zeros, the state of a fresh Adam), and the
-    torch RNGs.
+    """Call `step(*args)` once, so that it compiles (and captures) while the run is built, then put back what it
+    changed: the parameters and buffers of each module of `state` and each tensor of `state`, in place (storage kept, as
+    a captured graph needs); each optimizer of `state`, which must have no state yet, gets a fresh one's
+    (`zero_optimizer_state_`); gradients are cleared and the torch RNGs restored.
 
     Raises:
-        ValueError: compiling failed (the message names the error and the flags to drop); nothing was changed.
+        ValueError: an optimizer of `state` already has a state (the warm-up runs before the first update), or
+            compiling failed (the message names the error and the flags to drop); nothing was changed.
     """
-    objects = list(state.values())
-    saved = [{k: v.clone() for k, v in o.state_dict().items()} if isinstance(o, torch.nn.Module)
-             else o.detach().clone() if isinstance(o, torch.Tensor)
-             else {p: {k: v.clone() if torch.is_tensor(v) else v for k, v in st.items()} for p, st in o.state.items()}
-             if isinstance(o, torch.optim.Optimizer) else None for o in objects]  # fmt: skip
-    devices = [d for d in {t.device for o in objects if isinstance(o, torch.nn.Module) for t in o.parameters()}
-               if d.type == "cuda"]  # fmt: skip
+    modules = [o for o in state.values() if isinstance(o, torch.nn.Module)]
+    optimizers = [o for o in state.values() if isinstance(o, torch.optim.Optimizer)]
+    if any(opt.state for opt in optimizers):
+        raise ValueError("warm_up runs before the first update: its optimizers must not have a state yet")
+    tensors = [t for m in modules for t in m.state_dict().values()]  # they share the storage of params and buffers
+    tensors += [o for o in state.values() if isinstance(o, torch.Tensor)]
+    saved = [t.detach().clone() for t in tensors]
+    devices = list({t.device for t in tensors if t.device.type == "cuda"})
     try:
         with torch.random.fork_rng(devices=devices):
             step(*args)
@@ -92,21 +103,12 @@ def warm_up(step: Callable, *args: Any, state: dict[str, Any]) -> None:
                          "--cudagraphs") from err  # fmt: skip
     finally:
         with torch.no_grad():
-            for o, before in zip(objects, saved):
-                if isinstance(o, torch.nn.Module):
-                    for k, v in o.state_dict().items():
-                        v.copy_(before[k])
-                elif isinstance(o, torch.Tensor):
-                    o.copy_(before)
-                elif isinstance(o, torch.optim.Optimizer):
-                    for p, st in o.state.items():
-                        for k, v in st.items():
-                            if torch.is_tensor(v):
-                                v.copy_(before[p][k]) if p in before else v.zero_()
-                        o.state[p].update({k: v for k, v in before.get(p, {}).items() if not torch.is_tensor(v)})
-        for o in objects:
-            for p in o.parameters() if isinstance(o, torch.nn.Module) else []:
-                p.grad = None
+            for tensor, before in zip(tensors, saved, strict=True):
+                tensor.copy_(before)
+        for opt in optimizers:
+            zero_optimizer_state_(opt)
+        for module in modules:
+            module.zero_grad(set_to_none=True)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

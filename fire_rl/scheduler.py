@@ -47,7 +47,7 @@ from fire_rl.resets import (
     shrink_perturb_,
 )
 from fire_rl.resets.common import MATRIX_KINDS, all_layers, available
-from fire_rl.runtime import nonfinite_parameters
+from fire_rl.runtime import nonfinite_parameters, zero_optimizer_state_
 from fire_rl.validation import MAX_STEPS, Flags, In, describe, flag, range_error
 
 EVENTS_FILE = "resets.jsonl"
@@ -270,9 +270,8 @@ OPERATIONS: dict[str, Callable[[ResetConfig, _Entry, nn.Module, Any, Any], Reset
 
 def rebuild_optimizer_(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], keep_state: bool) -> None:
     """Point `optimizer` at exactly `params`, in place (the agent's reference stays valid): with `keep_state`, the
-    parameters that stay keep their moments; otherwise the state of a fresh optimizer, the state tensors of the
-    parameters that stay zeroed in place (Adam's step and moments at 0 step exactly as an empty state does, and a
-    captured CUDA graph keeps reading them). States of parameters no longer in `params` are dropped.
+    parameters that stay keep their moments; otherwise the state of a fresh optimizer, zeroed in place
+    (`fire_rl.runtime.zero_optimizer_state_`). States of parameters no longer in `params` are dropped.
 
     Raises:
         ValueError: the optimizer has several parameter groups (which one a new parameter joins is ambiguous).
@@ -285,10 +284,7 @@ def rebuild_optimizer_(optimizer: torch.optim.Optimizer, params: list[nn.Paramet
     for p in [p for p in optimizer.state if p not in staying]:
         del optimizer.state[p]
     if not keep_state:
-        with torch.no_grad():
-            for state in optimizer.state.values():
-                for key, value in state.items():
-                    state[key] = value.zero_() if torch.is_tensor(value) else type(value)(0)
+        zero_optimizer_state_(optimizer)
     optimizer.param_groups[0]["params"] = list(params)
 
 

@@ -127,10 +127,14 @@ def test_warm_up_puts_every_value_back():
             state={"q": q, "target": target, "optimizer": optimizer})  # fmt: skip
     assert all(torch.equal(v, before[k]) for k, v in q.state_dict().items())
     assert [p.data_ptr() for p in q.parameters()] == ptrs and torch.equal(torch.get_rng_state(), rng)
-    assert not any(v.any() for st in optimizer.state.values() for v in st.values()), "a fresh Adam's state"
+    assert optimizer.state and not any(v.any() for st in optimizer.state.values() for v in st.values()), "fresh Adam"
     assert all(p.grad is None for p in q.parameters())
+    warm_up(torch.rand, 3, state={})  # a step that draws: the RNG is put back
+    assert torch.equal(torch.get_rng_state(), rng)
     with pytest.raises(ValueError, match="compiling the update failed .*drop --compile"):
         warm_up(lambda: 1 / 0, state={"q": q})
+    with pytest.raises(ValueError, match="must not have a state yet"):  # the warm-up precedes the first update
+        warm_up(module.update, state={"optimizer": optimizer})
 
 
 @pytest.mark.slow
