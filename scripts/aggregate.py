@@ -483,38 +483,40 @@ def health(scalars: pd.DataFrame, full_step: int, rss_pct: float = 5.0, time_pct
 
 
 # ----------------------------------------------------------------------------------------------------------- summary
-def markdown_summary(aggregates: pd.DataFrame, metric: str, last_k: int, reps: int, windows=None, note="") -> str:
-    """A Markdown table per suite and score kind: rows (method, replay ratio), cells ``estimate [low, high]``; then,
-    given `windows` (`aggregate_scores` of `window_scores`, described by `note`), one per suite, branch step and
-    window."""
+def score_tables(frame: pd.DataFrame, keys: list[str]) -> list[str]:
+    """Markdown lines of `aggregate_scores` output: one table per group of `keys` (suite first, score kind last, a
+    branch step between for branches), rows (method, replay ratio), cells ``estimate [low, high]`` per statistic."""
 
     def fmt(x: float) -> str:
         return "–" if not np.isfinite(x) else f"{x:.3f}" if abs(x) < 100 else f"{x:.1f}"
 
-    def tables(frame: pd.DataFrame, keys: list[str]) -> list[str]:
-        lines, header = [], ["method", "replay ratio", "runs × tasks", *STATISTICS]
-        for key, block in frame.groupby(keys, sort=False):
-            unit = "human-normalized score" if key[0] == ATARI_SUITE else "return"
-            where = f", branch at env step {key[1]:,}" if len(key) == 3 else ""
-            lines += [f"## {key[0]}: {key[-1]} ({unit}{where})", "", "| " + " | ".join(header) + " |",
-                      "|" + "---|" * len(header)]  # fmt: skip
-            for (method, rr), rows in block.groupby(["method", "replay_ratio"], sort=True):
-                rows = rows.set_index("statistic")
-                cells = [f"{fmt(rows.loc[s, 'estimate'])} [{fmt(rows.loc[s, 'ci_low'])}, "
-                         f"{fmt(rows.loc[s, 'ci_high'])}]" for s in STATISTICS]  # fmt: skip
-                shape = f"{int(rows['n_runs'].iloc[0])} × {int(rows['n_tasks'].iloc[0])}"
-                lines.append("| " + " | ".join([str(method), f"{rr:g}", shape, *cells]) + " |")
-            lines.append("")
-        return lines
+    lines, header = [], ["method", "replay ratio", "runs × tasks", *STATISTICS]
+    for key, block in frame.groupby(keys, sort=False):
+        unit = "human-normalized score" if key[0] == ATARI_SUITE else "return"
+        where = f", branch at env step {key[1]:,}" if len(key) == 3 else ""
+        lines += [f"## {key[0]}: {key[-1]} ({unit}{where})", "", "| " + " | ".join(header) + " |",
+                  "|" + "---|" * len(header)]  # fmt: skip
+        for (method, rr), rows in block.groupby(["method", "replay_ratio"], sort=True):
+            rows = rows.set_index("statistic")
+            cells = [f"{fmt(rows.loc[s, 'estimate'])} [{fmt(rows.loc[s, 'ci_low'])}, "
+                     f"{fmt(rows.loc[s, 'ci_high'])}]" for s in STATISTICS]  # fmt: skip
+            shape = f"{int(rows['n_runs'].iloc[0])} × {int(rows['n_tasks'].iloc[0])}"
+            lines.append("| " + " | ".join([str(method), f"{rr:g}", shape, *cells]) + " |")
+        lines.append("")
+    return lines
 
+
+def markdown_summary(aggregates: pd.DataFrame, metric: str, last_k: int, reps: int, windows=None, note="") -> str:
+    """The `score_tables` of `aggregates` per suite and score kind; then, given `windows` (`aggregate_scores` of
+    `window_scores`, described by `note`), those per suite, branch step and window."""
     lines = ["# Aggregate scores", "",
              f"Metric `{metric}`; final = mean of its last {last_k} points; AUC = trapezoid over env steps / span.",
              f"Intervals: {round(100 * aggregates['confidence'].iloc[0])}% stratified bootstrap (rliable, percentile, "
              f"{reps} reps). Atari: human-normalized score, references from the DQN Zoo table "
              "(google-deepmind/dqn_zoo@45061f4 dqn_zoo/atari_data.py).", ""]  # fmt: skip
-    lines += tables(aggregates, ["suite", "score"])
+    lines += score_tables(aggregates, ["suite", "score"])
     if windows is not None and len(windows):
-        lines += ["# Branches", "", note, "", *tables(windows, ["suite", "branch_step", "score"])]
+        lines += ["# Branches", "", note, "", *score_tables(windows, ["suite", "branch_step", "score"])]
     return "\n".join(lines)
 
 

@@ -7,9 +7,9 @@ so that every number of docs/evidence.md regenerates from committed files with o
 
 DATA holds ``windows*.csv`` and ``window_aggregates*.csv`` (copied from aggregate's output), ``plasticity.csv`` (the
 srank and dormant ratio of every run at `--steps`, collected from aggregate's ``scalars.csv`` with ``--collect``) and
-``anatomy_*.csv``. Tables: mean game return per window (mean over seeds, then each seed), the IQM of the
-human-normalised score per window with its interval, srank and dormant ratio per method and seed at each step, and
-each anatomy file's whole-network rows.
+``anatomy_*.csv``. Tables: mean game return per window (mean over seeds, then each seed), the window scores' IQM,
+median, mean and optimality gap with their intervals (``aggregate.score_tables``, as in aggregate's ``summary.md``),
+srank and dormant ratio per method and seed at each step, and each anatomy file's whole-network rows.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 try:
     import pandas as pd
+    from aggregate import score_tables  # this folder is on sys.path when the script runs
 except ImportError:
     sys.exit("error: scripts/branch_tables.py needs the analysis extra: pip install -e '.[analysis]'")
 
@@ -53,16 +54,9 @@ def window_tables(data: Path) -> list[str]:
         out.append(
             f"Mean game return per window, `{path.name}` (mean over seeds, then each seed):\n\n" + "\n".join(rows)
         )
-    for path in sorted(data.glob("window_aggregates*.csv")):
-        agg = pd.read_csv(path)
-        iqm = agg[agg["statistic"] == "iqm"]
-        rows = ["| method | " + " | ".join(WINDOWS) + " |", "|---|" + "---|" * len(WINDOWS)]
-        for method, group in iqm.groupby("method", sort=False):
-            by = group.set_index("score")
-            cells = [f"{by.at[w, 'estimate']:.3f} [{by.at[w, 'ci_low']:.3f}, {by.at[w, 'ci_high']:.3f}]"
-                     if w in by.index else "" for w in WINDOWS]  # fmt: skip
-            rows.append(f"| {method} | " + " | ".join(cells) + " |")
-        out.append(f"IQM of the human-normalised score with its interval, `{path.name}`:\n\n" + "\n".join(rows))
+    for path in sorted(data.glob("window_aggregates*.csv")):  # aggregate's own tables of them
+        tables = score_tables(pd.read_csv(path), ["suite", "branch_step", "score"])
+        out.append(f"Window scores with their intervals, `{path.name}`:\n\n" + "\n".join(tables).strip())
     return out
 
 
