@@ -220,6 +220,8 @@ def _repeat_first_frame(stacks: np.ndarray, ages: np.ndarray) -> None:
     frame become that frame; ``ages[i]`` (``(N,) int``) is the index of the stack's newest frame in its episode (0: the
     first frame; ``>= S - 1``: the stack is left alone)."""
     last = stacks.shape[1] - 1
+    if ages.min() >= last:  # every episode past its first stack: the common step, nothing to do
+        return
     for age in range(last):
         if (rows := ages == age).any():
             stacks[rows, : last - age] = stacks[rows, last - age : last - age + 1]
@@ -293,7 +295,8 @@ class AleVectorAdapter(gym.vector.VectorWrapper):
         game_over = truncations | (terminations & (infos["lives"] >= self.lives))
         self.previous_actions = np.where(ended, 0, actions)
         self.lives[:] = infos["lives"]
-        self.ages = np.minimum(self.ages + 1, FRAME_STACK - 1)
+        self.ages += 1
+        np.minimum(self.ages, FRAME_STACK - 1, out=self.ages)
         if ended.any():
             # A life lost ("cleanrl") ends the learner's episode, not the game: the C++ env plays on from its current
             # stack, the real final observation, and leaves final_obs unwritten (uninitialised memory) for it.
