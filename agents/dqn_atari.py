@@ -225,7 +225,7 @@ def train(args: Args, run: Run) -> None:
         warm_up(update_fn, q_network, target_network, optimizer, regularizer, rb.example_batch(args.batch_size),
                 args.gamma, args.loss, args.double_dqn, state=nets)  # fmt: skip
         example_obs = torch.zeros((args.num_envs, *envs.single_observation_space.shape), dtype=torch.uint8)
-        warm_up(act, q_network, example_obs.to(device), state=nets)
+        warm_up(act, q_network, example_obs.to(device), state={"q_network": q_network})
 
     ckpt = run.start(state, rb)  # from here on the run directory is written; a branch's reset happens here
     global_step, update_step = (ckpt["global_step"], ckpt["update_step"]) if ckpt else (0, 0)

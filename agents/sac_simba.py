@@ -256,7 +256,7 @@ def train(args: Args, run: Run) -> None:
         }
         warm_up(update_fn, actor, qf1, qf2, qf1_target, qf2_target, rsnorm, log_alpha, optimizers, regularizer,
                 rb.example_batch(args.batch_size), args, target_entropy, cdq, state=values)  # fmt: skip
-        warm_up(act, actor, rsnorm, torch.zeros((1, obs_dim), device=device), state=values)
+        warm_up(act, actor, rsnorm, torch.zeros((1, obs_dim), device=device), state={"actor": actor})
 
     ckpt = run.start(state, rb)  # from here on the run directory is written; a branch's reset happens here
     global_step, update_step = (ckpt["global_step"], ckpt["update_step"]) if ckpt else (0, 0)
