@@ -1,5 +1,6 @@
 """--compile and --cudagraphs: the compiled updates compute what the eager ones do, through every reset, and a compiled
-run resumes exactly.
+run resumes exactly. The captured path (--cudagraphs) has the same parity test against the eager update on CUDA, run
+where a device exists (scripts/gpu_check.sh); CI runs the --compile cases on CPU.
 
 Tolerance: inductor fuses the elementwise ops of the loss, the backward and Adam into C++ (CPU) or Triton (CUDA) kernels
 and may reorder their floating-point sums, so compiled and eager parameters differ by float32 rounding, which Adam's
@@ -43,15 +44,24 @@ def max_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
     return max(float((x - y).abs().max()) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+# --compile on CPU (what CI runs); --cudagraphs, the captured path, on CUDA only: each against the eager update on its
+# device.
+MODES = {"compile": ("cpu", False), "cudagraphs": ("cuda", True)}
+
+
 @pytest.fixture(scope="module")
 def dqn():
+    """The agent module and its update compiled once per mode (compiling happens at the first call)."""
     module = load_agent("dqn_atari")
-    return module, compiled(module.update, compile=True, cudagraphs=False)
+    return module, {mode: compiled(module.update, True, graphs) for mode, (_, graphs) in MODES.items()}
 
 
+@pytest.mark.parametrize("mode", ["compile", pytest.param("cudagraphs", marks=CUDA)])
 @pytest.mark.parametrize("method", METHODS)
-def test_compiled_dqn_update_equals_eager_through_a_reset(dqn, method):
-    module, update_fn = dqn
+def test_compiled_dqn_update_equals_eager_through_a_reset(dqn, method, mode):
+    module, update_fns = dqn
+    device, update_fn = torch.device(MODES[mode][0]), update_fns[mode]
     g = torch.Generator().manual_seed(0)
     batches = [
         ReplayBatch(
@@ -63,10 +73,11 @@ def test_compiled_dqn_update_equals_eager_through_a_reset(dqn, method):
         )  # fmt: skip
         for _ in range(UPDATES)
     ]
+    batches = [ReplayBatch(*(t.to(device) for t in batch)) for batch in batches]
     runs = []
     for update in (module.update, update_fn):
         torch.manual_seed(0)
-        q, target = QNetwork(4), QNetwork(4)
+        q, target = QNetwork(4).to(device), QNetwork(4).to(device)
         target.load_state_dict(q.state_dict())
         optimizer = torch.optim.Adam(q.parameters(), lr=LR)
         scheduler = ResetScheduler(ResetConfig(reset=method, reset_recipe="paper-dqn", reset_at=(RESET_AT,)))
@@ -175,9 +186,6 @@ def test_gpu_check_refuses_a_machine_without_cuda():
     proc = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PYTHON=sys.executable))  # fmt: skip
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr, proc.stderr
-
-
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 @CUDA
