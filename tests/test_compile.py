@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from agent_utils import ROOT, checkpoint, load_agent, reset_events, run_agent
@@ -197,10 +198,9 @@ def test_cuda_updates_and_sampling_never_sync_the_host():
     q, target = QNetwork(4).to(device), QNetwork(4).to(device)
     optimizer = torch.optim.Adam(q.parameters(), lr=1e-4, fused=True)
     rb = AtariReplayBuffer(2_000, 1, device=device, seed=0)
-    obs = torch.randint(0, 256, (1, 4, 84, 84), dtype=torch.uint8).numpy()
+    obs, zeros = np.full((1, 4, 84, 84), 7, dtype=np.uint8), np.zeros(1)  # one repeated frame: each stack continues
     for _ in range(1_000):
-        rb.add(obs, obs, torch.zeros(1, dtype=torch.int64).numpy(), torch.zeros(1).numpy(),
-               torch.zeros(1, dtype=torch.bool).numpy(), torch.zeros(1, dtype=torch.bool).numpy())  # fmt: skip
+        rb.add(obs, obs, zeros.astype(np.int64), zeros, zeros.astype(bool), zeros.astype(bool))
     for step_fn in (module.update, compiled(module.update, compile=True, cudagraphs=True)):
         for _ in range(3):  # compiling and capturing synchronise; the updates after them must not
             step_fn(q, target, optimizer, Regularizer("none"), rb.sample(32), 0.99, "huber", False)
