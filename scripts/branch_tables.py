@@ -29,6 +29,7 @@ KEYS = ("srank", "dormant")  # plasticity/<key> of the agents (DQN: one network)
 
 
 def fmt(x: float) -> str:
+    """Four significant digits below 1,000, whole numbers with thousands separators above."""
     return f"{x:.4g}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
@@ -44,6 +45,8 @@ def collect(data: Path, agg: Path, steps: list[int]) -> Path:
 
 
 def window_tables(data: Path) -> list[str]:
+    """Per ``windows*.csv``: the mean game return per window (mean over seeds, then each seed's); per
+    ``window_aggregates*.csv``: aggregate's score tables."""
     out = []
     for path in sorted(data.glob("windows*.csv")):
         windows = pd.read_csv(path)
@@ -61,6 +64,7 @@ def window_tables(data: Path) -> list[str]:
 
 
 def plasticity_table(data: Path, steps: list[int]) -> list[str]:
+    """srank and dormant ratio of each method and seed at `steps` (env steps), from ``plasticity.csv`` (none if absent)."""
     path = data / "plasticity.csv"
     if not path.is_file():
         return []
@@ -78,6 +82,7 @@ def plasticity_table(data: Path, steps: list[int]) -> list[str]:
 
 
 def anatomy_tables(data: Path) -> list[str]:
+    """Per ``anatomy_*.csv``: its whole-network (``total``) rows."""
     out = []
     columns = ("sfe", "rel_sfe", "dfi_before", "dfi_after", "dormant_before", "dormant_after", "srank_before",
                "srank_after", "dq", "hessian_before", "hessian_after")  # fmt: skip
