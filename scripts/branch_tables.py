@@ -64,7 +64,7 @@ def window_tables(data: Path) -> list[str]:
 
 
 def plasticity_table(data: Path, steps: list[int]) -> list[str]:
-    """srank and dormant ratio of each method and seed at `steps` (env steps), from ``plasticity.csv`` (none if absent)."""
+    """srank and dormant ratio per method and seed at `steps` (env steps), from ``plasticity.csv`` (none if absent)."""
     path = data / "plasticity.csv"
     if not path.is_file():
         return []
