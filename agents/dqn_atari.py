@@ -192,7 +192,8 @@ def train(args: Args, run: Run) -> None:
                           run_dir=run.dir, sticky_actions=args.sticky_actions, backend=args.env_backend)  # fmt: skip
     n_actions = int(envs.single_action_space.n)
     check_memory(f"replay buffer of {args.buffer_size:,} env steps",
-                 AtariReplayBuffer.memory_bytes(args.buffer_size, args.num_envs))  # fmt: skip
+                 AtariReplayBuffer.memory_bytes(args.buffer_size, args.num_envs),
+                 device if args.buffer_device else None)  # fmt: skip
     seed_everything(args.seed, args.torch_deterministic)
 
     # ---- networks, optimizer, buffer, reset scheduler -----------------------------------------------------------
@@ -203,7 +204,7 @@ def train(args: Args, run: Run) -> None:
     target_network = QNetwork(n_actions, init=args.init).to(device, memory_format=memory_format)
     target_network.load_state_dict(q_network.state_dict())
     rb = AtariReplayBuffer(args.buffer_size, args.num_envs, device=device, seed=args.seed,
-                           channels_last=args.channels_last)  # fmt: skip
+                           channels_last=args.channels_last, on_device=args.buffer_device)  # fmt: skip
     scheduler = ResetScheduler(args.reset_config(), log_fn=run.log, run_dir=run.dir, total_steps=args.total_timesteps)
     probe = lambda: (rb.sample(min(256, len(rb)), run.probe_rng).observations,) if len(rb) else None  # noqa: E731
     scheduler.add_network("q", q_network, target=target_network, optimizer=optimizer, probe=probe)

@@ -200,7 +200,8 @@ def train(args: Args, run: Run) -> None:
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     cdq = args.cdq == "on" or (args.cdq == "auto" and not args.env_id.startswith("dm_control/"))
     check_memory(f"replay buffer of {args.buffer_size:,} agent steps",
-                 ReplayBuffer.memory_bytes(args.buffer_size, (obs_dim,), (act_dim,)))  # fmt: skip
+                 ReplayBuffer.memory_bytes(args.buffer_size, (obs_dim,), (act_dim,)),
+                 device if args.buffer_device else None)  # fmt: skip
     seed_everything(args.seed, args.torch_deterministic)
 
     # ---- networks, optimizers, buffer, reset scheduler ----------------------------------------------------------
@@ -222,7 +223,8 @@ def train(args: Args, run: Run) -> None:
     # SimBa and FIRE give the temperature no weight decay (temp_weight_decay: 0.0).
     alpha_optimizer = torch.optim.AdamW([log_alpha], lr=args.alpha_lr, weight_decay=0.0, fused=fused)
     optimizers = (actor_optimizer, q_optimizer, alpha_optimizer)
-    rb = ReplayBuffer(args.buffer_size, (obs_dim,), (act_dim,), device=device, seed=args.seed)
+    rb = ReplayBuffer(args.buffer_size, (obs_dim,), (act_dim,), device=device, seed=args.seed,
+                      on_device=args.buffer_device)
 
     def probe_actor():  # batches for the metrics logged around a reset; None before any data
         return (rsnorm(rb.sample(min(256, len(rb)), run.probe_rng).observations),) if len(rb) else None

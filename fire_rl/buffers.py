@@ -4,7 +4,9 @@ Both take transitions from a vector env of N games, ``add(obs, next_obs, actions
 with ``next_obs`` the REAL next observation (the final one where an episode ended; `fire_rl.envs.atari.real_next_obs`),
 and return a `ReplayBatch` whose ``dones`` are the terminations only (a truncated episode bootstraps). Sampling draws
 with the buffer's own seeded `numpy.random.Generator` (checkpointed in `state_dict`), gathers with `np.take` (faster
-than torch's fancy indexing on CPU) and makes one host-to-device copy per field.
+than torch's fancy indexing on CPU) and makes one host-to-device copy per field. With ``on_device`` the memory lives
+on the device and batches are gathered there (the same batches); either way nothing in `add` or `sample` waits for
+the device.
 """
 
 from __future__ import annotations
@@ -56,7 +58,12 @@ def _check_array(name: str, value: Any, shape: tuple[int, ...], kind: str | type
 
 
 def _tensors(buffer: Any, names: Sequence[str], index: Any) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(getattr(buffer, k)[index].copy()) for k in names}
+    """CPU copies of `buffer`'s arrays `names` (numpy arrays, or tensors with ``on_device``) at `index`."""
+    out = {}
+    for k in names:
+        value = getattr(buffer, k)[index]
+        out[k] = value.cpu().clone() if isinstance(value, torch.Tensor) else torch.from_numpy(value.copy())
+    return out
 
 
 def _load(buffer: Any, state: dict[str, Any], config: Sequence[str], arrays: Sequence[str]) -> None:
@@ -65,47 +72,38 @@ def _load(buffer: Any, state: dict[str, Any], config: Sequence[str], arrays: Seq
         if tuple(np.atleast_1d(state[key])) != tuple(np.atleast_1d(getattr(buffer, key))):
             raise ValueError(f"state_dict has {key}={state[key]!r}, this buffer {getattr(buffer, key)!r}")
     for key in arrays:
-        value = np.asarray(state[key])
-        getattr(buffer, key)[tuple(slice(0, d) for d in value.shape)] = value
+        value, target = np.asarray(state[key]), getattr(buffer, key)
+        block = tuple(slice(0, d) for d in value.shape)
+        if isinstance(target, torch.Tensor):
+            target[block] = torch.from_numpy(value).to(target.device)
+        else:
+            target[block] = value
     buffer.rng.bit_generator.state = state["rng"]
 
 
 class _HostToDevice:
-    """Moves gathered numpy batches to the buffer's device. CPU: fresh arrays wrapped by `torch.from_numpy`. CUDA:
-    pinned host tensors kept across calls (one per field), copied with ``non_blocking=True``; `begin` waits for the
-    previous copies before the next gather overwrites them. Other devices: a plain ``.to(device)``."""
+    """Moves host arrays to the buffer's device. CPU: the host tensor itself. CUDA: each array is written into a fresh
+    pinned host tensor and copied with ``non_blocking=True``; PyTorch's caching host allocator records the copy's
+    event and hands the block out again only after the copy has completed, so the host never waits for the GPU (no
+    sync) and no later gather overwrites data in flight. Other devices: a plain ``.to(device)``."""
 
     def __init__(self, device: torch.device):
         self.device = device
         self.pinned = device.type == "cuda"
-        self._staging: dict[str, torch.Tensor] = {}
-        self._copied: torch.cuda.Event | None = None
 
-    def begin(self) -> None:
-        if self._copied is not None:
-            self._copied.synchronize()
-            self._copied = None
+    def host(self, shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
+        """An uninitialised host tensor to gather into through its ``.numpy()`` view (pinned on CUDA)."""
+        return torch.from_numpy(np.empty(0, dtype=dtype)).new_empty(shape, pin_memory=self.pinned)
 
-    def host(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """The host array to gather field `name` into."""
-        if not self.pinned:
-            return np.empty(shape, dtype=dtype)
-        staging = self._staging.get(name)
-        if staging is None or tuple(staging.shape) != shape:
-            staging = torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype=dtype)).dtype, pin_memory=True)
-            self._staging[name] = staging
-        return staging.numpy()
+    def to_device(self, host: torch.Tensor) -> torch.Tensor:
+        """`host` (from `host`) on the device, without a host sync."""
+        return host if self.device.type == "cpu" else host.to(self.device, non_blocking=self.pinned)
 
-    def to_device(self, name: str, array: np.ndarray) -> torch.Tensor:
-        if self.pinned:
-            return self._staging[name].to(self.device, non_blocking=True)
-        tensor = torch.from_numpy(array)
-        return tensor if self.device.type == "cpu" else tensor.to(self.device)
-
-    def end(self) -> None:
-        if self.pinned:
-            self._copied = torch.cuda.Event()
-            self._copied.record()
+    def put(self, array: np.ndarray) -> torch.Tensor:
+        """A copy of `array` on the device, without a host sync."""
+        host = self.host(array.shape, array.dtype)
+        host.numpy()[...] = array
+        return self.to_device(host)
 
 
 class AtariReplayBuffer:
@@ -132,6 +130,10 @@ class AtariReplayBuffer:
         channels_last: gather the stacks straight into the channels_last layout a channels_last `QNetwork` computes
             in (strides ``(4·H·W, 1, 4·W, 4)``): the same values, and the network's uint8 layout copy becomes a no-op,
             for a slower gather (scripts/bench.py times the channels_last update: ``dqn.update.variants``).
+        on_device: keep the frames in `device`'s memory (a GPU's) and gather the stacks there, instead of in host
+            memory with one copy of every batch's stacks to `device`. The per-slot data (16 bytes) stays on the host,
+            where the transitions are drawn with the same generator: the same batches either way. New frames travel
+            once, at ``add``; a batch's stack indices, actions, rewards and flags through pinned memory, no sync.
 
     Raises:
         ValueError: ``capacity < num_envs * (frame_stack + 1)`` (an env's ring must hold one episode start and its
@@ -147,6 +149,7 @@ class AtariReplayBuffer:
         device: str | torch.device = "cpu",
         seed: int | None = None,
         channels_last: bool = False,
+        on_device: bool = False,
     ):
         num_envs = check_range("num_envs", num_envs, 1, integer=True)
         frame_stack = check_range("frame_stack", frame_stack, 1, integer=True)
@@ -165,11 +168,16 @@ class AtariReplayBuffer:
         self.frame_stack = frame_stack
         self.device = _check_device(device)
         self.channels_last = bool(channels_last)
+        self.on_device = bool(on_device)
         self.slots_per_env = math.ceil(capacity / num_envs)
 
         n, s = num_envs, self.slots_per_env
         # np.empty: the OS commits the frames' pages only as they are written.
-        self.frames = np.empty((n, s, *self.frame_shape), dtype=np.uint8)
+        self.frames = (
+            torch.empty((n, s, *self.frame_shape), dtype=torch.uint8, device=self.device)
+            if self.on_device
+            else np.empty((n, s, *self.frame_shape), dtype=np.uint8)
+        )
         self.actions = np.zeros((n, s), dtype=np.int64)
         self.rewards = np.zeros((n, s), dtype=np.float32)
         self.terminated = np.zeros((n, s), dtype=bool)
@@ -182,6 +190,8 @@ class AtariReplayBuffer:
         self.rng = np.random.default_rng(seed)
         self._frames_flat = self.frames.reshape(n * s, *self.frame_shape)
         self._transfer = _HostToDevice(self.device)
+        self._newest = np.zeros((n, *self.frame_shape), dtype=np.uint8)  # each env's newest stored frame
+        self._pending: list[tuple[int, np.ndarray]] = []  # on_device: (flat slot, frame) written at the add's end
         # Lags of the stacked frames, oldest first.
         self._lags = np.arange(frame_stack - 1, -1, -1, dtype=np.int64)
 
@@ -216,7 +226,11 @@ class AtariReplayBuffer:
         slot = int(self.pos[env] % self.slots_per_env)
         if self.pos[env] >= self.slots_per_env and self.is_transition[env, slot]:
             self.num_transitions[env] -= 1
-        self.frames[env, slot] = frame
+        if self.on_device:
+            self._pending.append((env * self.slots_per_env + slot, frame))
+        else:
+            self.frames[env, slot] = frame
+        self._newest[env] = frame
         self.offset[env, slot] = offset
         self.is_transition[env, slot] = transition
         self.terminated[env, slot] = False
@@ -224,6 +238,14 @@ class AtariReplayBuffer:
         self.num_transitions[env] += transition
         self.pos[env] += 1
         return slot
+
+    def _flush(self) -> None:
+        """on_device: copy the frames `_write` queued into their slots, one transfer for the whole ``add``."""
+        if self._pending:
+            slots, frames = zip(*self._pending, strict=True)
+            t = self._transfer
+            self._frames_flat.index_copy_(0, t.put(np.array(slots, dtype=np.int64)), t.put(np.stack(frames)))
+            self._pending.clear()
 
     def add(
         self,
@@ -258,8 +280,7 @@ class AtariReplayBuffer:
         truncated = _check_array("truncated", truncated, (n,), "b", "bool")
         for e in range(n):
             if self.episode_open[e] and k > 1:
-                last = (self.pos[e] - 1) % self.slots_per_env
-                if not np.array_equal(obs[e, -2], self.frames[e, last]):
+                if not np.array_equal(obs[e, -2], self._newest[e]):
                     raise ValueError(
                         f"obs[{e}] does not continue env {e}'s previous next_obs (its second-newest frame differs "
                         "from the newest frame stored): pass the previous step's next_obs as obs"
@@ -287,6 +308,7 @@ class AtariReplayBuffer:
             if ended:
                 self._write(e, next_obs[e, -1], min(offset + 1, k - 1), transition=False)
             self.episode_open[e] = not ended
+        self._flush()
 
     def truncate_open_episodes(self, next_obs: np.ndarray) -> None:
         """End every env's open episode as truncated at its last transition, whose real next observation is
@@ -297,6 +319,7 @@ class AtariReplayBuffer:
             self.truncated[e, last] = True
             self._write(e, next_obs[e, -1], min(int(self.offset[e, last]) + 1, self.frame_stack - 1), transition=False)
             self.episode_open[e] = False
+        self._flush()
 
     def _draw(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Env indices and absolute slot positions of `batch_size` valid transitions, uniformly."""
@@ -354,27 +377,29 @@ class AtariReplayBuffer:
         stack_shape = (batch_size, self.frame_stack, *self.frame_shape)
 
         t = self._transfer
-        t.begin()
         out = {}
-        for name, first in (("observations", position), ("next_observations", position + 1)):
-            index = self._stack_index(env, first)
-            if self.channels_last:  # (B, H, W, stack) in memory, seen as (B, stack, H, W)
-                host = t.host(name, (batch_size, *self.frame_shape, self.frame_stack), np.dtype(np.uint8))
-                for k in range(self.frame_stack):
-                    host[..., k] = self._frames_flat[index[:, k]]
-                out[name] = t.to_device(name, host).permute(0, 3, 1, 2)
-            else:
-                host = t.host(name, stack_shape, np.dtype(np.uint8))
-                np.take(self._frames_flat, index, axis=0, out=host, mode="clip")
-                out[name] = t.to_device(name, host)
+        index = np.stack([self._stack_index(env, position), self._stack_index(env, position + 1)])  # (2, B, stack)
+        if self.on_device:  # gathered on the device: (2, B, stack, H, W), or (2, B, H, W, stack) for channels_last
+            stacks = self._frames_flat.index_select(0, t.put(index).view(-1)).view(*index.shape, *self.frame_shape)
+            if self.channels_last:
+                stacks = stacks.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+            out["observations"], out["next_observations"] = stacks.unbind(0)
+        else:
+            for name, stack_index in zip(("observations", "next_observations"), index, strict=True):
+                if self.channels_last:  # (B, H, W, stack) in memory, seen as (B, stack, H, W)
+                    host = t.host((batch_size, *self.frame_shape, self.frame_stack), np.dtype(np.uint8))
+                    for k in range(self.frame_stack):
+                        host.numpy()[..., k] = self._frames_flat[stack_index[:, k]]
+                    out[name] = t.to_device(host).permute(0, 3, 1, 2)
+                else:
+                    host = t.host(stack_shape, np.dtype(np.uint8))
+                    np.take(self._frames_flat, stack_index, axis=0, out=host.numpy(), mode="clip")
+                    out[name] = t.to_device(host)
         for name, source in (("actions", self.actions), ("rewards", self.rewards)):
-            host = t.host(name, (batch_size,), source.dtype)
-            np.take(source.reshape(-1), env * self.slots_per_env + slot, out=host, mode="clip")
-            out[name] = t.to_device(name, host)
-        dones = t.host("dones", (batch_size,), np.dtype(np.float32))
-        dones[:] = self.terminated[env, slot]
-        out["dones"] = t.to_device("dones", dones)
-        t.end()
+            host = t.host((batch_size,), source.dtype)
+            np.take(source.reshape(-1), env * self.slots_per_env + slot, out=host.numpy(), mode="clip")
+            out[name] = t.to_device(host)
+        out["dones"] = t.put(self.terminated[env, slot].astype(np.float32))
         return ReplayBatch(**out)
 
     _CONFIG = ("capacity", "num_envs", "frame_shape", "frame_stack")
@@ -392,6 +417,9 @@ class AtariReplayBuffer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned; ValueError if the buffer's configuration differs."""
         _load(self, state, self._CONFIG, self._SLOTS + self._COUNTERS)
+        for e in np.flatnonzero(self.pos):
+            newest = self.frames[e, (self.pos[e] - 1) % self.slots_per_env]
+            self._newest[e] = newest.cpu().numpy() if self.on_device else newest
 
 
 class ReplayBuffer:
@@ -406,6 +434,8 @@ class ReplayBuffer:
         action_shape: shape of one action, e.g. ``(act_dim,)``.
         device: where `sample` puts its tensors.
         seed: seed of the sampling generator.
+        on_device: keep the transitions in `device`'s memory (a GPU's) and gather batches there; the indices are drawn
+            on the host with the same generator (the same batches either way) and copied through pinned memory, no sync.
 
     Raises:
         ValueError: capacity < 1, an empty or non-positive shape, a bad device.
@@ -413,6 +443,7 @@ class ReplayBuffer:
 
     _CONFIG = ("capacity", "obs_shape", "action_shape")
     _ARRAYS = ("observations", "next_observations", "actions", "rewards", "terminated", "truncated")
+    _DTYPES = dict(zip(_ARRAYS, (np.float32, np.float32, np.float32, np.float32, np.bool_, np.bool_), strict=True))
 
     def __init__(
         self,
@@ -421,18 +452,24 @@ class ReplayBuffer:
         action_shape: Sequence[int],
         device: str | torch.device = "cpu",
         seed: int | None = None,
+        on_device: bool = False,
     ):
         self.capacity = check_range("capacity", capacity, 1, integer=True)
         self.obs_shape = self._check_shape("obs_shape", obs_shape)
         self.action_shape = self._check_shape("action_shape", action_shape)
         self.device = _check_device(device)
+        self.on_device = bool(on_device)
         c = self.capacity
-        self.observations = np.zeros((c, *self.obs_shape), dtype=np.float32)
-        self.next_observations = np.zeros((c, *self.obs_shape), dtype=np.float32)
-        self.actions = np.zeros((c, *self.action_shape), dtype=np.float32)
-        self.rewards = np.zeros(c, dtype=np.float32)
-        self.terminated = np.zeros(c, dtype=bool)
-        self.truncated = np.zeros(c, dtype=bool)
+        shapes = (self.obs_shape, self.obs_shape, self.action_shape, (), (), ())
+        for name, shape in zip(self._ARRAYS, shapes, strict=True):
+            array = (
+                np.zeros((c, *shape), self._DTYPES[name])
+                if not on_device
+                else torch.zeros(
+                    (c, *shape), dtype=torch.from_numpy(np.empty(0, self._DTYPES[name])).dtype, device=self.device
+                )
+            )
+            setattr(self, name, array)
         self.pos = 0  # transitions ever added; the next goes to pos % capacity
         self.rng = np.random.default_rng(seed)
         self._transfer = _HostToDevice(self.device)
@@ -491,8 +528,14 @@ class ReplayBuffer:
         terminated = _check_array("terminated", terminated, (n,), "b", "bool")
         truncated = _check_array("truncated", truncated, (n,), "b", "bool")
         index = (self.pos + np.arange(n)) % self.capacity
-        for name, value in zip(self._ARRAYS, (obs, next_obs, actions, rewards, terminated, truncated), strict=True):
-            getattr(self, name)[index] = value
+        values = (obs, next_obs, actions, rewards, terminated, truncated)
+        if self.on_device:
+            t, device_index = self._transfer, self._transfer.put(index)
+            for name, value in zip(self._ARRAYS, values, strict=True):
+                getattr(self, name).index_copy_(0, device_index, t.put(value.astype(self._DTYPES[name], copy=False)))
+        else:
+            for name, value in zip(self._ARRAYS, values, strict=True):
+                getattr(self, name)[index] = value
         self.pos += n
 
     def sample(self, batch_size: int, rng: np.random.Generator | None = None) -> ReplayBatch:
@@ -518,21 +561,19 @@ class ReplayBuffer:
         """The transitions at `index`, (B,) int64, as a `ReplayBatch`."""
         batch_size = len(index)
         t = self._transfer
-        t.begin()
+        names = ("observations", "actions", "rewards", "next_observations")
+        if self.on_device:
+            device_index = t.put(index)
+            out = {name: getattr(self, name).index_select(0, device_index) for name in names}
+            out["dones"] = self.terminated.index_select(0, device_index).float()
+            return ReplayBatch(**out)
         out = {}
-        for name, source in (
-            ("observations", self.observations),
-            ("actions", self.actions),
-            ("rewards", self.rewards),
-            ("next_observations", self.next_observations),
-        ):
-            host = t.host(name, (batch_size, *source.shape[1:]), source.dtype)
-            np.take(source, index, axis=0, out=host, mode="clip")
-            out[name] = t.to_device(name, host)
-        dones = t.host("dones", (batch_size,), np.dtype(np.float32))
-        dones[:] = self.terminated[index]
-        out["dones"] = t.to_device("dones", dones)
-        t.end()
+        for name in names:
+            source = getattr(self, name)
+            host = t.host((batch_size, *source.shape[1:]), source.dtype)
+            np.take(source, index, axis=0, out=host.numpy(), mode="clip")
+            out[name] = t.to_device(host)
+        out["dones"] = t.put(self.terminated[index].astype(np.float32))
         return ReplayBatch(**out)
 
     def state_dict(self) -> dict[str, Any]:

@@ -32,6 +32,9 @@ class RunArgs(Flags):
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     device: str = "auto"
     """auto (CUDA if available), cpu, cuda or cuda:N"""
+    buffer_device: bool = False
+    """keep the replay memory in --device's memory (a GPU's) and sample it there, instead of host memory with a pinned
+    copy of every batch: the same batches. Atari: 7.06 GB per 1M env steps"""
     threads: Annotated[int, In(0, 4096)] = 0
     """torch CPU threads (0: torch's default)"""
     compile: bool = False

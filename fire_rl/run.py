@@ -53,8 +53,8 @@ from fire_rl.validation import flag
 # Flags a resumed run may change: they say how long and where it runs and what it logs, not what its state means.
 RESUMABLE = frozenset({
     "total_timesteps", "stop_at", "checkpoint_every", "eval_every", "eval_episodes", "metrics_every", "threads",
-    "compile", "cudagraphs", "device", "track", "wandb_project_name", "wandb_entity", "capture_video", "save_buffer",
-    "save_model", "resume", "run_dir", "start_over",
+    "compile", "cudagraphs", "device", "buffer_device", "track", "wandb_project_name", "wandb_entity",
+    "capture_video", "save_buffer", "save_model", "resume", "run_dir", "start_over",
 })  # fmt: skip
 RESET_FLAGS = frozenset(f.name for f in fields(ResetConfig))
 # Flags a branch (--branch-from) may also set: its seed and name, its own reset schedule from the branch point on, and
@@ -212,18 +212,24 @@ def parse_args(cls: type, agent: str, presets: dict[str, dict] | None = None, ar
     return args, checkpoint
 
 
-def check_memory(what: str, needed_bytes: int) -> None:
-    """Print how much memory `what` needs (`needed_bytes`, bytes) and how much is available now (psutil), with a
-    warning when it exceeds 90% of that.
+def check_memory(what: str, needed_bytes: int, device: torch.device | None = None) -> None:
+    """Print how much memory `what` needs (`needed_bytes`, bytes) and how much is available now, with a warning when it
+    exceeds 90% of that: the host's (psutil), or with a CUDA `device` that device's (``torch.cuda.mem_get_info``).
 
     Raises:
-        ValueError: `needed_bytes` exceeds the machine's physical memory (it could never fit); the message names both.
+        ValueError: `needed_bytes` exceeds the machine's physical memory, or the device's (it could never fit); the
+            message names both.
     """
-    mem = psutil.virtual_memory()
-    if needed_bytes > mem.total:
-        raise ValueError(f"{what} needs {needed_bytes / 1e9:.1f} GB; this machine has {mem.total / 1e9:.1f} GB")
-    line = f"{what} needs {needed_bytes / 1e9:.2f} GB, {mem.available / 1e9:.1f} GB available"
-    if needed_bytes > 0.9 * mem.available:
+    if device is not None and device.type == "cuda":
+        available, total = torch.cuda.mem_get_info(device)
+        where = f"{device} ({torch.cuda.get_device_name(device)})"
+    else:
+        mem = psutil.virtual_memory()
+        available, total, where = mem.available, mem.total, "this machine"
+    if needed_bytes > total:
+        raise ValueError(f"{what} needs {needed_bytes / 1e9:.1f} GB; {where} has {total / 1e9:.1f} GB")
+    line = f"{what} needs {needed_bytes / 1e9:.2f} GB, {available / 1e9:.1f} GB available on {where}"
+    if needed_bytes > 0.9 * available:
         line = f"WARNING: {line}: the run may be killed for lack of memory; lower --buffer-size"
     print(line, flush=True)
 

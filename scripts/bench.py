@@ -370,10 +370,23 @@ def bench_resets(device: torch.device, repeats: int, seed: int, results: dict, s
 
 
 # ------------------------------------------------------------------------------------------------------------ buffers
+def _filled_atari(capacity: int, device: torch.device, seed: int, on_device: bool) -> tuple[AtariReplayBuffer, float]:
+    """An ``AtariReplayBuffer(capacity, 1)`` filled through `add` (one 84 x 84 frame per call; episodes of 1,000 env
+    steps), and the microseconds per `add`."""
+    rb = AtariReplayBuffer(capacity, 1, device=device, seed=seed, on_device=on_device)
+    stack = np.full((1, 4, 84, 84), 7, dtype=np.uint8)  # one frame over and over: `add` checks obs continues next_obs
+    action, reward, no = np.zeros(1, np.int64), np.zeros(1, np.float32), np.zeros(1, bool)
+    t0 = time.perf_counter()
+    for t in range(capacity):
+        rb.add(stack, stack, action, reward, np.array([t % 1_000 == 999]), no)
+    return rb, 1e6 * (time.perf_counter() - t0) / capacity
+
+
 def bench_buffer(capacity: int, seconds: float, device: torch.device, seed: int) -> dict:
-    """Resident-memory growth (psutil RSS) of an ``AtariReplayBuffer(capacity, 1)`` filled through `add` (it writes one
-    84 x 84 frame per call; episodes of 1,000 env steps) against capacity x 84 x 84 bytes; ``sample(32)`` from it; and
-    ``sample(256)`` from SAC's ``ReplayBuffer`` holding 100k Humanoid-sized transitions.
+    """Resident-memory growth (psutil RSS) of an ``AtariReplayBuffer(capacity, 1)`` filled through `add` against
+    capacity x 84 x 84 bytes; ``sample(32)`` from it; ``sample(256)`` from SAC's ``ReplayBuffer`` holding 100k
+    Humanoid-sized transitions. On a GPU also both with the memory on the device (``on_device``, the agents'
+    ``--buffer-device``; the Atari one at 100k slots), sampled there.
 
     Raises:
         ValueError: the buffer would not fit in 80% of the available memory.
@@ -384,24 +397,28 @@ def bench_buffer(capacity: int, seconds: float, device: torch.device, seed: int)
     memory = {"capacity": capacity, "memory_bytes_formula": need, "frames_bytes": capacity * 84 * 84,
               "cleanrl_stack_bytes": capacity * 4 * 84 * 84, "mem_available_bytes": available}  # fmt: skip
     rss0 = psutil.Process().memory_info().rss
-    rb = AtariReplayBuffer(capacity, 1, device=device, seed=seed)
-    stack = np.full((1, 4, 84, 84), 7, dtype=np.uint8)  # one frame over and over: `add` checks obs continues next_obs
-    action, reward, no = np.zeros(1, np.int64), np.zeros(1, np.float32), np.zeros(1, bool)
-    t0 = time.perf_counter()
-    for t in range(capacity):
-        rb.add(stack, stack, action, reward, np.array([t % 1_000 == 999]), no)
-    memory["add_us"] = 1e6 * (time.perf_counter() - t0) / capacity
+    rb, memory["add_us"] = _filled_atari(capacity, device, seed, on_device=False)
     memory["rss_growth_filled_bytes"] = psutil.Process().memory_info().rss - rss0
     memory["ratio_to_frames"] = memory["rss_growth_filled_bytes"] / memory["frames_bytes"]
-    atari = timed(functools.partial(rb.sample, 32), seconds / 2)
-    del rb
-    vector, rng = ReplayBuffer(100_000, (SAC_OBS,), (SAC_ACT,), device=device, seed=seed), np.random.default_rng(seed)
-    for _ in range(100):
-        obs, zeros = rng.standard_normal((1_000, SAC_OBS), dtype=np.float32), np.zeros(1_000, bool)
-        vector.add(obs, obs, np.zeros((1_000, SAC_ACT), np.float32), np.zeros(1_000, np.float32), zeros, zeros)
-    sampled = timed(lambda: vector.sample(256), seconds / 2)
-    return {"memory": memory, "atari": {"batch": 32, "sample_us_median": 1e6 * atari.median},
-            "vector_100k": {"batch": 256, "sample_us_median": 1e6 * sampled.median}}  # fmt: skip
+    sample = functools.partial(rb.sample, 32)
+    out = {"memory": memory, "atari": {"batch": 32, "sample_us_median": 1e6 * timed(sample, seconds / 4).median}}
+    del rb, sample
+    for on_device in (False, True) if device.type == "cuda" else (False,):
+        suffix = "_on_device" if on_device else ""
+        if on_device:
+            rb, add_us = _filled_atari(100_000, device, seed, on_device=True)
+            sampled = timed(functools.partial(rb.sample, 32), seconds / 4)
+            out["atari_on_device"] = {"batch": 32, "capacity": 100_000, "add_us": add_us,
+                                      "sample_us_median": 1e6 * sampled.median}  # fmt: skip
+            del rb
+        vector = ReplayBuffer(100_000, (SAC_OBS,), (SAC_ACT,), device=device, seed=seed, on_device=on_device)
+        rng = np.random.default_rng(seed)
+        for _ in range(100):
+            obs, zeros = rng.standard_normal((1_000, SAC_OBS), dtype=np.float32), np.zeros(1_000, bool)
+            vector.add(obs, obs, np.zeros((1_000, SAC_ACT), np.float32), np.zeros(1_000, np.float32), zeros, zeros)
+        sampled = timed(functools.partial(vector.sample, 256), seconds / 4)
+        out[f"vector_100k{suffix}"] = {"batch": 256, "sample_us_median": 1e6 * sampled.median}
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------- polar, envs

@@ -415,17 +415,106 @@ def test_vector_buffer_reproducible_state_dict_and_errors():
         c.sample(21)
 
 
+def _saved(rb) -> dict:
+    blob = io.BytesIO()
+    torch.save(rb.state_dict(), blob)
+    blob.seek(0)
+    return torch.load(blob, weights_only=True)
+
+
+def _vector_steps(steps: int, n: int = 3, seed: int = 1) -> list[tuple]:
+    rng = np.random.default_rng(seed)
+    return [(rng.normal(size=(n, 3)), rng.normal(size=(n, 3)), rng.normal(size=(n, 2)), rng.normal(size=n),
+             rng.random(n) < 0.3, rng.random(n) < 0.1) for _ in range(steps)]  # fmt: skip
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+def test_atari_memory_on_the_device_gives_the_same_batches(recording, device, channels_last):
+    # on_device moves the frames, not the draws: the same batches as host memory, in the same layout, and checkpoints
+    # that load into either kind (a run may resume with or without --buffer-device).
+    host = AtariReplayBuffer(10_000, recording.num_envs, device=device, seed=3, channels_last=channels_last)
+    dev = AtariReplayBuffer(10_000, recording.num_envs, device=device, seed=3, channels_last=channels_last,
+                            on_device=True)  # fmt: skip
+    assert isinstance(dev.frames, torch.Tensor) and dev.frames.device.type == device
+    half = len(recording.steps) // 2
+    _fill(host, recording)
+    for obs, real, actions, rewards, term, trunc, _ in recording.steps[:half]:
+        dev.add(obs, real, actions, rewards, term, trunc)
+    swapped = AtariReplayBuffer(10_000, recording.num_envs, device=device, seed=0, channels_last=channels_last)
+    swapped.load_state_dict(_saved(dev))  # device memory -> host memory, mid-episode
+    back = AtariReplayBuffer(10_000, recording.num_envs, device=device, seed=0, channels_last=channels_last,
+                             on_device=True)  # fmt: skip
+    for rb in (dev, swapped):
+        _fill(rb, recording, start=half)
+    back.load_state_dict(_saved(swapped))  # and back
+    assert len(host) == len(dev) == len(swapped) == len(back)
+    for _ in range(3):
+        batches = [rb.sample(64) for rb in (host, dev, swapped, back)]
+        for b in batches[1:]:
+            _assert_same(batches[0], b)
+        for obs in (batches[1].observations, batches[1].next_observations):
+            assert obs.device.type == device and obs.shape == (64, 4, 84, 84)
+            assert obs.is_contiguous(memory_format=torch.channels_last) == channels_last
+    # The continuity check reads the host copy of the newest frames, also after a load.
+    obs, real, actions, rewards, term, trunc, _ = recording.steps[0]
+    for rb in (dev, back):
+        if rb.episode_open.any():
+            with pytest.raises(ValueError, match="does not continue"):
+                rb.add(obs * 0 + 1, real, actions, rewards, term, trunc)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_vector_memory_on_the_device_gives_the_same_batches(device):
+    steps = _vector_steps(12)  # 36 transitions into 20 slots: wraps
+    host = ReplayBuffer(20, (3,), (2,), device=device, seed=4)
+    dev = ReplayBuffer(20, (3,), (2,), device=device, seed=4, on_device=True)
+    assert isinstance(dev.observations, torch.Tensor) and dev.terminated.dtype == torch.bool
+    for step in steps:
+        host.add(*step)
+        dev.add(*step)
+    swapped = ReplayBuffer(20, (3,), (2,), device=device, seed=0)
+    swapped.load_state_dict(_saved(dev))
+    back = ReplayBuffer(20, (3,), (2,), device=device, seed=0, on_device=True)
+    back.load_state_dict(_saved(swapped))
+    for _ in range(3):
+        batches = [rb.sample(16) for rb in (host, dev, swapped, back)]
+        for b in batches[1:]:
+            _assert_same(batches[0], b)
+        assert all(t.device.type == device for t in batches[1])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_sampling_matches_cpu():
-    cpu = AtariReplayBuffer(400, 2, frame_shape=(2, 2), device="cpu", seed=11)
-    gpu = AtariReplayBuffer(400, 2, frame_shape=(2, 2), device="cuda", seed=11)
-    for buf in (cpu, gpu):
-        _fill_synthetic(buf, 150, seed=2)
-    for _ in range(3):  # reuses the pinned staging tensors
-        a, b = cpu.sample(64), gpu.sample(64)
-        assert all(t.device.type == "cuda" for t in b)
-        for x, y in zip(a, b, strict=True):
-            assert torch.equal(x, y.cpu())
+@pytest.mark.parametrize("on_device", [False, True], ids=["host-memory", "device-memory"])
+def test_cuda_adding_and_sampling_never_sync_the_host(on_device):
+    atari = AtariReplayBuffer(400, 2, frame_shape=(2, 2), device="cuda", seed=11, on_device=on_device)
+    vector = ReplayBuffer(50, (3,), (2,), device="cuda", seed=11, on_device=on_device)
+    stream, steps = list(_synthetic_stream(2, 4, 150, seed=2)), _vector_steps(60)
+    for step in stream[:100]:
+        atari.add(*step)
+    for step in steps[:30]:
+        vector.add(*step)
+    reference = AtariReplayBuffer(400, 2, frame_shape=(2, 2), seed=11)  # host memory, CPU tensors
+    for step in stream[:100]:
+        reference.add(*step)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in stream[100:]:
+            atari.add(*step)
+        for step in steps[30:]:
+            vector.add(*step)
+        batches = [atari.sample(64) for _ in range(20)] + [vector.sample(16) for _ in range(20)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for step in stream[100:]:
+        reference.add(*step)
+    assert all(t.device.type == "cuda" for b in batches for t in b)
+    for _ in range(20):  # the same draws as the host-memory buffer on the CPU
+        reference.sample(64)
+    _assert_same(reference.sample(64), ReplayBatch(*(t.cpu() for t in atari.sample(64))))
 
 
 @pytest.mark.parametrize("frame_stack", [1, 4])

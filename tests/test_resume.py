@@ -87,6 +87,21 @@ def test_sac_resume_is_exact(tmp_path, method):
     assert_same(reset_events(straight), reset_events(resumed), "resets.jsonl")
 
 
+@pytest.mark.parametrize(("agent", "flags"), [("dqn_atari", DQN), ("sac_simba", SAC)], ids=["dqn", "sac"])
+def test_replay_memory_on_the_device_changes_no_value(tmp_path, agent, flags):
+    # --buffer-device moves the replay memory, not the batches: a run that keeps it in --device's memory until its stop
+    # and in host memory after `--resume DIR --no-buffer-device` equals a run in host memory throughout, bit for bit.
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run_agent(agent, *flags, "--reset", "fire", "--total-timesteps", "200", "--run-dir", str(straight))
+    run_agent(agent, *flags, "--reset", "fire", "--buffer-device", "--total-timesteps", "200", "--stop-at", "100",
+              "--run-dir", str(resumed))  # fmt: skip
+    run_agent(agent, "--resume", str(resumed), "--no-buffer-device")
+    a, b = checkpoint(straight), checkpoint(resumed)
+    assert a["global_step"] == b["global_step"] >= 200 and a["update_step"] == b["update_step"] > 0
+    assert b["args"]["buffer_device"] is False and len(reset_events(resumed)) >= 2
+    assert_same(a, b)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("humanoid_bench") is None,
                     reason="HumanoidBench is not installed (README: HumanoidBench)")  # fmt: skip
 def test_sac_resume_is_exact_on_humanoid_bench(tmp_path):
