@@ -18,6 +18,7 @@ measured on one replay batch of ``--batch`` transitions (drawn with ``--seed``):
     kl                      actor total: mean KL(N_before ‖ N_after) of the pre-tanh Gaussians, Σ over actions (nats)
     hessian_before/_after   q_network / qf1 total: top eigenvalue of the TD loss (`td_loss`) Hessian w.r.t. the
                             critic's trainable parameters (`top_hessian_eigenvalue`), loss units per parameter²
+    global_step, update_step the checkpoint's env steps and gradient updates (``--methods none``: its state as saved)
 Under plasticity injection the head layer ``head.X`` is compared with ``head.new.X``, the copy that trains in its place.
 Exit codes: 0; 2 with one line for bad input (no or a corrupt checkpoint, no replay buffer in it, a batch too large).
 """
@@ -228,7 +229,9 @@ def anatomy(agent, run: _LoadOnly, methods, batch: int, iters: int, seed: int) -
                 if row["network"] == critic:
                     row.update(hessian_before=hessian_before, hessian_after=hessian(after))
         frames.append(pd.DataFrame(rows).assign(method=method))
-    table = pd.concat(frames, ignore_index=True)
+    table = pd.concat(frames, ignore_index=True).assign(
+        global_step=ckpt["global_step"], update_step=ckpt["update_step"]
+    )
     return table[["method", *table.columns.drop("method")]]
 
 

@@ -7,9 +7,13 @@ so that every number of docs/evidence.md regenerates from committed files with o
 
 DATA holds ``windows*.csv`` and ``window_aggregates*.csv`` (copied from aggregate's output), ``plasticity.csv`` (the
 srank and dormant ratio of every run at `--steps`, collected from aggregate's ``scalars.csv`` with ``--collect``) and
-``anatomy_*.csv``. Tables: mean game return per window (mean over seeds, then each seed), the window scores' IQM,
-median, mean and optimality gap with their intervals (``aggregate.score_tables``, as in aggregate's ``summary.md``),
-srank and dormant ratio per method and seed at each step, and each anatomy file's whole-network rows.
+``anatomy_*.csv``, and for a study's per-cell table ``end_<run>.csv`` (``scripts/anatomy.py RUN --methods none --out
+DATA/end_<run>.csv`` on each run's last checkpoint, the sources' too). Tables: mean game return per window (mean over
+seeds, then each seed), the window scores' IQM, median, mean and optimality gap with their intervals
+(``aggregate.score_tables``, as in aggregate's ``summary.md``), srank and dormant ratio per method and seed at each
+step, each anatomy file's whole-network rows, and per cell the updates spent, the window returns and the critic's
+srank, dormant ratio and top Hessian eigenvalue at the end. Where the runs hold several replay ratios, a cell is a
+(replay ratio, method) pair.
 """
 
 from __future__ import annotations
@@ -33,14 +37,31 @@ def fmt(x: float) -> str:
     return f"{x:.4g}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
+def cells(frame: pd.DataFrame):
+    """(label, rows) per method, or per (replay ratio, method) where `frame` holds several replay ratios."""
+    if "replay_ratio" not in frame or frame["replay_ratio"].nunique() < 2:
+        yield from frame.groupby("method", sort=False)
+        return
+    ordered = frame.sort_values("replay_ratio", kind="stable")
+    for (rr, method), group in ordered.groupby(["replay_ratio", "method"], sort=False):
+        yield f"{method}, rr {rr:g}", group
+
+
+def per_seed(values: pd.Series) -> str:
+    """The mean, then each value: ``mean (v1, v2, ...)``."""
+    return f"{fmt(values.mean())} ({', '.join(fmt(v) for v in values)})"
+
+
 def collect(data: Path, agg: Path, steps: list[int]) -> Path:
-    """Write DATA/plasticity.csv: run, method, seed, step, key, value of each `KEYS` tag at `steps` (env steps)."""
+    """Write DATA/plasticity.csv: run, method, replay_ratio, seed, step, key, value of each ``plasticity/<key>`` tag
+    whose last part is one of `KEYS` at `steps` (env steps); the key keeps the network (SAC: ``qf1/srank``)."""
     scalars = pd.read_csv(agg / "scalars.csv")
-    key = scalars["tag"].str.split("/").str[-1]
-    keep = scalars["tag"].str.startswith("plasticity/") & key.isin(KEYS) & scalars["step"].isin(steps)
-    out = scalars[keep].assign(key=key[keep])[["run", "method", "seed", "step", "key", "value"]]
+    key = scalars["tag"].str.removeprefix("plasticity/")
+    keep = (scalars["tag"].str.startswith("plasticity/") & key.str.split("/").str[-1].isin(KEYS)
+            & (key.str.count("/") <= 1) & scalars["step"].isin(steps))  # fmt: skip
+    out = scalars[keep].assign(key=key[keep])[["run", "method", "replay_ratio", "seed", "step", "key", "value"]]
     path = data / "plasticity.csv"
-    out.sort_values(["method", "seed", "step", "key"]).to_csv(path, index=False)
+    out.sort_values(["replay_ratio", "method", "seed", "step", "key"]).to_csv(path, index=False)
     return path
 
 
@@ -51,9 +72,9 @@ def window_tables(data: Path) -> list[str]:
     for path in sorted(data.glob("windows*.csv")):
         windows = pd.read_csv(path)
         rows = ["| method | " + " | ".join(WINDOWS) + " |", "|---|" + "---|" * len(WINDOWS)]
-        for method, group in windows.sort_values("seed").groupby("method", sort=False):
-            cells = [f"{group[w].mean():.2f} ({', '.join(f'{v:.2f}' for v in group[w])})" for w in WINDOWS]
-            rows.append(f"| {method} | " + " | ".join(cells) + " |")
+        for method, group in cells(windows.sort_values("seed")):
+            values = [f"{group[w].mean():.2f} ({', '.join(f'{v:.2f}' for v in group[w])})" for w in WINDOWS]
+            rows.append(f"| {method} | " + " | ".join(values) + " |")
         out.append(
             f"Mean game return per window, `{path.name}` (mean over seeds, then each seed):\n\n" + "\n".join(rows)
         )
@@ -69,15 +90,17 @@ def plasticity_table(data: Path, steps: list[int]) -> list[str]:
     if not path.is_file():
         return []
     frame = pd.read_csv(path)
-    head = [f"{k} at {s:,}" for k in KEYS for s in steps]
+    keys = sorted(frame["key"].unique(), key=lambda k: (KEYS.index(k.split("/")[-1]), k))
+    head = [f"{k} at {s:,}" for k in keys for s in steps]
     rows = ["| method | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
-    for method, group in frame.groupby("method", sort=False):
-        cells = []
-        for key in KEYS:
+    for method, group in cells(frame):
+        values = []
+        for key in keys:
             for step in steps:
-                values = group[(group["key"] == key) & (group["step"] == step)].sort_values("seed")["value"]
-                cells.append(", ".join(fmt(v) for v in values))
-        rows.append(f"| {method} | " + " | ".join(cells) + " |")
+                picked = group[(group["key"] == key) & (group["step"] == step)].sort_values("seed")["value"]
+                values.append(", ".join(fmt(v) for v in picked))
+        if any(values):
+            rows.append(f"| {method} | " + " | ".join(values) + " |")
     return ["srank (δ = 0.01) and dormant ratio (τ = 0.025) per seed, `plasticity.csv`:\n\n" + "\n".join(rows)]
 
 
@@ -97,6 +120,37 @@ def anatomy_tables(data: Path) -> list[str]:
     return out
 
 
+def end_table(data: Path) -> list[str]:
+    """Per cell of ``windows.csv`` whose runs have an ``end_<run>.csv`` (``scripts/anatomy.py RUN --methods none``
+    on the run's last checkpoint): the gradient updates the branch spent (its update_step minus its source's, from
+    ``end_<source>.csv``), the window returns after the branch point, and the critic's srank, dormant ratio and top
+    TD-loss Hessian eigenvalue at the end; mean over seeds, then each seed. The sources' own values head the table."""
+    ends = {p.name.removeprefix("end_").removesuffix(".csv"): pd.read_csv(p) for p in sorted(data.glob("end_*.csv"))}
+    if not ends or not (data / "windows.csv").is_file():
+        return []
+    critic = {run: t[(t["layer"] == "total") & t["hessian_before"].notna()].iloc[0] for run, t in ends.items()}
+    windows = pd.read_csv(data / "windows.csv").sort_values("seed")
+    windows = windows[windows["run"].isin(critic)]
+    measures = {"srank": "srank_before", "dormant": "dormant_before", "top Hessian eigenvalue": "hessian_before"}
+    windows = windows.assign(
+        updates=[critic[r]["update_step"] - critic[s]["update_step"] if s in critic else float("nan")
+                 for r, s in zip(windows["run"], windows["source"], strict=True)],
+        **{m: [critic[r][c] for r in windows["run"]] for m, c in measures.items()})  # fmt: skip
+    head = ["updates spent", *(w for w in WINDOWS if w != "pre"), *measures]
+    rows = ["| cell | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    sources = sorted({s for s in windows["source"] if s in critic})
+    if sources:
+        row = [critic[s] for s in sources]
+        values = ["0", "", "", *(per_seed(pd.Series([r[c] for r in row])) for c in measures.values())]
+        rows.append("| source, at the branch point | " + " | ".join(values) + " |")
+    for label, group in cells(windows):
+        rows.append(f"| {label} | " + " | ".join(per_seed(group[h]) for h in head) + " |")
+    return [
+        "Per cell at the end of the branches, the critic measured by scripts/anatomy.py (`end_*.csv`):\n\n"
+        + "\n".join(rows)
+    ]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path, help="directory of the study's CSVs")
@@ -109,7 +163,14 @@ def main(argv=None) -> int:
     if args.collect is not None:
         print(f"wrote {collect(args.data, args.collect, args.steps)}", file=sys.stderr)
     print(
-        "\n\n".join([*window_tables(args.data), *plasticity_table(args.data, args.steps), *anatomy_tables(args.data)])
+        "\n\n".join(
+            [
+                *window_tables(args.data),
+                *plasticity_table(args.data, args.steps),
+                *anatomy_tables(args.data),
+                *end_table(args.data),
+            ]
+        )
     )
     return 0
 
