@@ -95,6 +95,40 @@ def test_compiled_dqn_update_equals_eager_through_a_reset(dqn, method, mode):
     assert float((eager - fast).abs().max() / eager.abs().max()) < q_tol
 
 
+@pytest.mark.parametrize("kind", ["swr", "l2init", "parseval"])
+def test_the_per_step_methods_run_inside_the_compiled_update(dqn, kind):
+    # SWR's rescaling after the optimizer step and the L2-init and Parseval loss terms are part of the compiled update:
+    # the same values as eager within the module docstring's bound, across a FIRE reset (SWR + re-init re-reads its
+    # norms there).
+    module, update_fns = dqn
+    g = torch.Generator().manual_seed(1)
+    batches = [ReplayBatch(torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8, generator=g),
+                           torch.randint(0, 4, (8,), generator=g), torch.randn(8, generator=g),
+                           torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8, generator=g), torch.zeros(8))
+               for _ in range(UPDATES)]  # fmt: skip
+    runs = []
+    for update in (module.update, update_fns["compile"]):
+        torch.manual_seed(0)
+        q, target = QNetwork(4), QNetwork(4)
+        target.load_state_dict(q.state_dict())
+        optimizer = torch.optim.Adam(q.parameters(), lr=LR)
+        scheduler = ResetScheduler(ResetConfig(reset="fire", reset_recipe="paper-dqn", reset_at=(RESET_AT,)))
+        scheduler.add_network("q", q, target=target, optimizer=optimizer)
+        regularizer = Regularizer(kind, swr_lambda=0.1, swr_reinit=True, l2init_lambda=1.0, parseval_lambda=1e-2)
+        regularizer.add_network("q", q, scheduler.theta0("q"))
+        norms = []
+        for i, data in enumerate(batches):
+            update(q, target, optimizer, regularizer, data, 0.99, "huber", False)
+            if scheduler.step(i + 1, i + 1) is not None:
+                regularizer.on_reset()
+            norms.append(float(sum(p.detach().norm() ** 2 for p in q.parameters())))
+        runs.append((q, norms))
+    (q_eager, norms_eager), (q_compiled, norms_compiled) = runs
+    assert max_difference(q_eager, q_compiled) < 2e-5
+    assert np.allclose(norms_eager, norms_compiled, rtol=1e-5)
+    assert len(set(norms_eager)) == UPDATES  # the parameters moved at every update
+
+
 def test_compiled_sac_update_equals_eager_through_a_reset():
     module = load_agent("sac_simba")
     args = module.Args(actor_hidden=16, critic_hidden=16, critic_blocks=1, learning_starts=0, batch_size=8)
