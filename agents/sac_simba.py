@@ -224,7 +224,7 @@ def train(args: Args, run: Run) -> None:
     alpha_optimizer = torch.optim.AdamW([log_alpha], lr=args.alpha_lr, weight_decay=0.0, fused=fused)
     optimizers = (actor_optimizer, q_optimizer, alpha_optimizer)
     rb = ReplayBuffer(args.buffer_size, (obs_dim,), (act_dim,), device=device, seed=args.seed,
-                      on_device=args.buffer_device)
+                      on_device=args.buffer_device)  # fmt: skip
 
     def probe_actor():  # batches for the metrics logged around a reset; None before any data
         return (rsnorm(rb.sample(min(256, len(rb)), run.probe_rng).observations),) if len(rb) else None
