@@ -52,16 +52,25 @@ def per_seed(values: pd.Series) -> str:
     return f"{fmt(values.mean())} ({', '.join(fmt(v) for v in values)})"
 
 
+SLACK = 10  # env steps: a logged step in [s, s + SLACK) counts as step s (an action repeat or N envs overshoot it)
+
+
 def collect(data: Path, agg: Path, steps: list[int]) -> Path:
-    """Write DATA/plasticity.csv: run, method, replay_ratio, seed, step, key, value of each ``plasticity/<key>`` tag
-    whose last part is one of `KEYS` at `steps` (env steps); the key keeps the network (SAC: ``qf1/srank``)."""
+    """Write DATA/plasticity.csv: run, method, replay_ratio, seed, step, logged_step, key, value of each
+    ``plasticity/<key>`` tag whose last part is one of `KEYS` at `steps` (env steps; the first logged step within
+    `SLACK` after each); the key keeps the network (SAC: ``qf1/srank``)."""
     scalars = pd.read_csv(agg / "scalars.csv")
     key = scalars["tag"].str.removeprefix("plasticity/")
     keep = (scalars["tag"].str.startswith("plasticity/") & key.str.split("/").str[-1].isin(KEYS)
-            & (key.str.count("/") <= 1) & scalars["step"].isin(steps))  # fmt: skip
-    out = scalars[keep].assign(key=key[keep])[["run", "method", "replay_ratio", "seed", "step", "key", "value"]]
+            & (key.str.count("/") <= 1))  # fmt: skip
+    logged = scalars[keep].assign(key=key[keep], logged_step=scalars["step"])
+    frames = []
+    for step in steps:
+        near = logged[(logged["logged_step"] >= step) & (logged["logged_step"] < step + SLACK)]
+        frames.append(near.sort_values("logged_step").groupby(["run", "key"]).head(1).assign(step=step))
+    columns = ["run", "method", "replay_ratio", "seed", "step", "logged_step", "key", "value"]
     path = data / "plasticity.csv"
-    out.sort_values(["replay_ratio", "method", "seed", "step", "key"]).to_csv(path, index=False)
+    pd.concat(frames)[columns].sort_values(["replay_ratio", "method", "seed", "step", "key"]).to_csv(path, index=False)
     return path
 
 
@@ -133,8 +142,8 @@ def end_table(data: Path) -> list[str]:
     windows = windows[windows["run"].isin(critic)]
     measures = {"srank": "srank_before", "dormant": "dormant_before", "top Hessian eigenvalue": "hessian_before"}
     windows = windows.assign(
-        updates=[critic[r]["update_step"] - critic[s]["update_step"] if s in critic else float("nan")
-                 for r, s in zip(windows["run"], windows["source"], strict=True)],
+        **{"updates spent": [critic[r]["update_step"] - critic[s]["update_step"] if s in critic else float("nan")
+                 for r, s in zip(windows["run"], windows["source"], strict=True)]},
         **{m: [critic[r][c] for r in windows["run"]] for m, c in measures.items()})  # fmt: skip
     head = ["updates spent", *(w for w in WINDOWS if w != "pre"), *measures]
     rows = ["| cell | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
