@@ -224,14 +224,15 @@ def test_gpu_check_refuses_a_machine_without_cuda():
 
 
 @CUDA
-def test_cuda_updates_and_sampling_never_sync_the_host():
+@pytest.mark.parametrize("on_device", [False, True], ids=["host-memory", "device-memory"])
+def test_cuda_updates_and_sampling_never_sync_the_host(on_device):
     from fire_rl.buffers import AtariReplayBuffer
 
     module = load_agent("dqn_atari")
     device = torch.device("cuda")
     q, target = QNetwork(4).to(device), QNetwork(4).to(device)
     optimizer = torch.optim.Adam(q.parameters(), lr=1e-4, fused=True)
-    rb = AtariReplayBuffer(2_000, 1, device=device, seed=0)
+    rb = AtariReplayBuffer(2_000, 1, device=device, seed=0, on_device=on_device)  # --buffer-device or not
     obs, zeros = np.full((1, 4, 84, 84), 7, dtype=np.uint8), np.zeros(1)  # one repeated frame: each stack continues
     for _ in range(1_000):
         rb.add(obs, obs, zeros.astype(np.int64), zeros, zeros.astype(bool), zeros.astype(bool))
