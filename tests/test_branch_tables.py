@@ -32,3 +32,16 @@ def test_the_replay_ratio_study_tables_regenerate_from_their_csvs():
     for quoted in ("| fire, rr 2 | 20,082 | 8.398 (10.83, 7.437, 6.927) | 23.86 (25.03, 23.18, 23.38) |",
                    "939.5 (1,199, 856.3, 763.4)", "23.9 [23.2, 25.0]"):  # fmt: skip
         assert quoted in evidence, quoted
+
+
+def test_the_rerun_pi_branches_regenerate_from_their_csvs():
+    command = ["scripts/branch_tables.py", "docs/data/breakout_pi_rerun", "--steps", "100000", "110000", "130000"]
+    proc = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    evidence = " ".join((ROOT / "docs" / "evidence.md").read_text().split())
+    for number in ("| pi |  | 153, 134, 116 | 178, 145, 128 |", "| pretraining | 102, 89, 78 |",
+                   "2.88 (3.14, 2.47, 3.02)", "0.041 [0.027, 0.050]"):  # fmt: skip
+        assert number in proc.stdout, number
+    for quoted in ("| pi | 102, 89, 78 | 153, 134, 116 | 178, 145, 128 |", "2.88 (3.14, 2.47, 3.02)",
+                   "0.041 [0.027, 0.050]"):  # fmt: skip
+        assert quoted in evidence, quoted
