@@ -57,6 +57,11 @@ def _check_array(name: str, value: Any, shape: tuple[int, ...], kind: str | type
     return array
 
 
+def _torch_dtype(dtype: np.dtype | type) -> torch.dtype:
+    """The torch dtype of numpy's `dtype` (``np.float32`` -> ``torch.float32``, ``bool`` -> ``torch.bool``)."""
+    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+
+
 def _tensors(buffer: Any, names: Sequence[str], index: Any) -> dict[str, torch.Tensor]:
     """CPU copies of `buffer`'s arrays `names` (numpy arrays, or tensors with ``on_device``) at `index`."""
     out = {}
@@ -74,10 +79,7 @@ def _load(buffer: Any, state: dict[str, Any], config: Sequence[str], arrays: Seq
     for key in arrays:
         value, target = np.asarray(state[key]), getattr(buffer, key)
         block = tuple(slice(0, d) for d in value.shape)
-        if isinstance(target, torch.Tensor):
-            target[block] = torch.from_numpy(value).to(target.device)
-        else:
-            target[block] = value
+        target[block] = torch.from_numpy(value).to(target.device) if isinstance(target, torch.Tensor) else value
     buffer.rng.bit_generator.state = state["rng"]
 
 
@@ -93,7 +95,7 @@ class _HostToDevice:
 
     def host(self, shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
         """An uninitialised host tensor to gather into through its ``.numpy()`` view (pinned on CUDA)."""
-        return torch.from_numpy(np.empty(0, dtype=dtype)).new_empty(shape, pin_memory=self.pinned)
+        return torch.empty(shape, dtype=_torch_dtype(dtype), pin_memory=self.pinned)
 
     def to_device(self, host: torch.Tensor) -> torch.Tensor:
         """`host` (from `host`) on the device, without a host sync."""
@@ -190,8 +192,10 @@ class AtariReplayBuffer:
         self.rng = np.random.default_rng(seed)
         self._frames_flat = self.frames.reshape(n * s, *self.frame_shape)
         self._transfer = _HostToDevice(self.device)
-        self._newest = np.zeros((n, *self.frame_shape), dtype=np.uint8)  # each env's newest stored frame
-        self._pending: list[tuple[int, np.ndarray]] = []  # on_device: (flat slot, frame) written at the add's end
+        # on_device: each env's newest stored frame, kept on the host for `add`'s check, and the frames `_write` queued
+        # as (flat slot, frame) for one transfer at the end of the `add`.
+        self._newest = np.zeros((n, *self.frame_shape), dtype=np.uint8) if self.on_device else None
+        self._pending: list[tuple[int, np.ndarray]] = []
         # Lags of the stacked frames, oldest first.
         self._lags = np.arange(frame_stack - 1, -1, -1, dtype=np.int64)
 
@@ -228,9 +232,9 @@ class AtariReplayBuffer:
             self.num_transitions[env] -= 1
         if self.on_device:
             self._pending.append((env * self.slots_per_env + slot, frame))
+            self._newest[env] = frame
         else:
             self.frames[env, slot] = frame
-        self._newest[env] = frame
         self.offset[env, slot] = offset
         self.is_transition[env, slot] = transition
         self.terminated[env, slot] = False
@@ -280,7 +284,8 @@ class AtariReplayBuffer:
         truncated = _check_array("truncated", truncated, (n,), "b", "bool")
         for e in range(n):
             if self.episode_open[e] and k > 1:
-                if not np.array_equal(obs[e, -2], self._newest[e]):
+                newest = self._newest[e] if self.on_device else self.frames[e, (self.pos[e] - 1) % self.slots_per_env]
+                if not np.array_equal(obs[e, -2], newest):
                     raise ValueError(
                         f"obs[{e}] does not continue env {e}'s previous next_obs (its second-newest frame differs "
                         "from the newest frame stored): pass the previous step's next_obs as obs"
@@ -417,9 +422,9 @@ class AtariReplayBuffer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned; ValueError if the buffer's configuration differs."""
         _load(self, state, self._CONFIG, self._SLOTS + self._COUNTERS)
-        for e in np.flatnonzero(self.pos):
-            newest = self.frames[e, (self.pos[e] - 1) % self.slots_per_env]
-            self._newest[e] = newest.cpu().numpy() if self.on_device else newest
+        if self.on_device:
+            for e in np.flatnonzero(self.pos):
+                self._newest[e] = self.frames[e, (self.pos[e] - 1) % self.slots_per_env].cpu().numpy()
 
 
 class ReplayBuffer:
@@ -462,14 +467,11 @@ class ReplayBuffer:
         c = self.capacity
         shapes = (self.obs_shape, self.obs_shape, self.action_shape, (), (), ())
         for name, shape in zip(self._ARRAYS, shapes, strict=True):
-            array = (
-                np.zeros((c, *shape), self._DTYPES[name])
-                if not on_device
-                else torch.zeros(
-                    (c, *shape), dtype=torch.from_numpy(np.empty(0, self._DTYPES[name])).dtype, device=self.device
-                )
-            )
-            setattr(self, name, array)
+            size, dtype = (c, *shape), self._DTYPES[name]
+            if on_device:
+                setattr(self, name, torch.zeros(size, dtype=_torch_dtype(dtype), device=self.device))
+            else:
+                setattr(self, name, np.zeros(size, dtype))
         self.pos = 0  # transitions ever added; the next goes to pos % capacity
         self.rng = np.random.default_rng(seed)
         self._transfer = _HostToDevice(self.device)
