@@ -382,6 +382,21 @@ def _filled_atari(capacity: int, device: torch.device, seed: int, on_device: boo
     return rb, 1e6 * (time.perf_counter() - t0) / capacity
 
 
+def _filled_vector(device: torch.device, seed: int, on_device: bool) -> ReplayBuffer:
+    """SAC's ``ReplayBuffer`` holding 100k Humanoid-sized transitions."""
+    vector = ReplayBuffer(100_000, (SAC_OBS,), (SAC_ACT,), device=device, seed=seed, on_device=on_device)
+    rng = np.random.default_rng(seed)
+    for _ in range(100):
+        obs, zeros = rng.standard_normal((1_000, SAC_OBS), dtype=np.float32), np.zeros(1_000, bool)
+        vector.add(obs, obs, np.zeros((1_000, SAC_ACT), np.float32), np.zeros(1_000, np.float32), zeros, zeros)
+    return vector
+
+
+def _sample_us(rb: AtariReplayBuffer | ReplayBuffer, batch: int, seconds: float) -> float:
+    """Median microseconds of ``rb.sample(batch)``."""
+    return 1e6 * timed(functools.partial(rb.sample, batch), seconds).median
+
+
 def bench_buffer(capacity: int, seconds: float, device: torch.device, seed: int) -> dict:
     """Resident-memory growth (psutil RSS) of an ``AtariReplayBuffer(capacity, 1)`` filled through `add` against
     capacity x 84 x 84 bytes; ``sample(32)`` from it; ``sample(256)`` from SAC's ``ReplayBuffer`` holding 100k
@@ -400,24 +415,17 @@ def bench_buffer(capacity: int, seconds: float, device: torch.device, seed: int)
     rb, memory["add_us"] = _filled_atari(capacity, device, seed, on_device=False)
     memory["rss_growth_filled_bytes"] = psutil.Process().memory_info().rss - rss0
     memory["ratio_to_frames"] = memory["rss_growth_filled_bytes"] / memory["frames_bytes"]
-    sample = functools.partial(rb.sample, 32)
-    out = {"memory": memory, "atari": {"batch": 32, "sample_us_median": 1e6 * timed(sample, seconds / 4).median}}
-    del rb, sample
-    for on_device in (False, True) if device.type == "cuda" else (False,):
-        suffix = "_on_device" if on_device else ""
-        if on_device:
-            rb, add_us = _filled_atari(100_000, device, seed, on_device=True)
-            sampled = timed(functools.partial(rb.sample, 32), seconds / 4)
-            out["atari_on_device"] = {"batch": 32, "capacity": 100_000, "add_us": add_us,
-                                      "sample_us_median": 1e6 * sampled.median}  # fmt: skip
-            del rb
-        vector = ReplayBuffer(100_000, (SAC_OBS,), (SAC_ACT,), device=device, seed=seed, on_device=on_device)
-        rng = np.random.default_rng(seed)
-        for _ in range(100):
-            obs, zeros = rng.standard_normal((1_000, SAC_OBS), dtype=np.float32), np.zeros(1_000, bool)
-            vector.add(obs, obs, np.zeros((1_000, SAC_ACT), np.float32), np.zeros(1_000, np.float32), zeros, zeros)
-        sampled = timed(functools.partial(vector.sample, 256), seconds / 4)
-        out[f"vector_100k{suffix}"] = {"batch": 256, "sample_us_median": 1e6 * sampled.median}
+    out = {"memory": memory, "atari": {"batch": 32, "sample_us_median": _sample_us(rb, 32, seconds / 4)}}
+    del rb
+    vector = _filled_vector(device, seed, on_device=False)
+    out["vector_100k"] = {"batch": 256, "sample_us_median": _sample_us(vector, 256, seconds / 4)}
+    if device.type == "cuda":  # --buffer-device
+        rb, add_us = _filled_atari(100_000, device, seed, on_device=True)
+        out["atari_on_device"] = {"batch": 32, "capacity": 100_000, "add_us": add_us,
+                                  "sample_us_median": _sample_us(rb, 32, seconds / 4)}  # fmt: skip
+        del rb
+        vector = _filled_vector(device, seed, on_device=True)
+        out["vector_100k_on_device"] = {"batch": 256, "sample_us_median": _sample_us(vector, 256, seconds / 4)}
     return out
 
 
