@@ -147,11 +147,10 @@ def end_table(data: Path) -> list[str]:
         **{m: [critic[r][c] for r in windows["run"]] for m, c in measures.items()})  # fmt: skip
     head = ["updates spent", *(w for w in WINDOWS if w != "pre"), *measures]
     rows = ["| cell | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
-    sources = sorted({s for s in windows["source"] if s in critic})
-    if sources:
-        row = [critic[s] for s in sources]
-        values = ["0", "", "", *(per_seed(pd.Series([r[c] for r in row])) for c in measures.values())]
-        rows.append("| source, at the branch point | " + " | ".join(values) + " |")
+    if sources := sorted({s for s in windows["source"] if s in critic}):  # 0 updates spent, no window after it
+        blanks = ["0", *[""] * (len(head) - 1 - len(measures))]
+        values = [per_seed(pd.Series([critic[s][c] for s in sources])) for c in measures.values()]
+        rows.append("| source, at the branch point | " + " | ".join(blanks + values) + " |")
     for label, group in cells(windows):
         rows.append(f"| {label} | " + " | ".join(per_seed(group[h]) for h in head) + " |")
     return [
