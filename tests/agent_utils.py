@@ -10,10 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[1]
+HUMANOID_BENCH = pytest.mark.skipif(importlib.util.find_spec("humanoid_bench") is None,
+                                    reason="HumanoidBench is not installed (README: HumanoidBench)")  # fmt: skip
 
 
 def run_agent(

@@ -459,12 +459,13 @@ def test_atari_memory_on_the_device_gives_the_same_batches(recording, device, ch
         for obs in (batches[1].observations, batches[1].next_observations):
             assert obs.device.type == device and obs.shape == (64, 4, 84, 84)
             assert obs.is_contiguous(memory_format=torch.channels_last) == channels_last
-    # The continuity check reads the host copy of the newest frames, also after a load.
+    # The continuity check reads the host copy of the newest frames, also after a load: a stack that does not continue
+    # the open episodes is refused.
     obs, real, actions, rewards, term, trunc, _ = recording.steps[0]
     for rb in (dev, back):
-        if rb.episode_open.any():
-            with pytest.raises(ValueError, match="does not continue"):
-                rb.add(obs * 0 + 1, real, actions, rewards, term, trunc)
+        assert rb.episode_open.any()
+        with pytest.raises(ValueError, match="does not continue"):
+            rb.add(obs * 0 + 1, real, actions, rewards, term, trunc)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -15,7 +15,6 @@ plasticity injection's new structure recompiles).
 """
 
 import copy
-import importlib.util
 import os
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from agent_utils import ROOT, checkpoint, load_agent, reset_events, run_agent
+from agent_utils import HUMANOID_BENCH, ROOT, checkpoint, load_agent, reset_events, run_agent
 from test_resume import DQN, SAC, assert_same, straight_and_resumed
 
 from fire_rl.buffers import ReplayBatch
@@ -51,6 +50,22 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 MODES = {"compile": ("cpu", False), "cudagraphs": ("cuda", True)}
 
 
+def dqn_batches(seed: int, device: torch.device | str = "cpu") -> list[ReplayBatch]:
+    """`UPDATES` random DQN batches of 8 transitions (4 actions, one done in ten)."""
+    g = torch.Generator().manual_seed(seed)
+    batches = [
+        ReplayBatch(
+            torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8, generator=g),
+            torch.randint(0, 4, (8,), generator=g),
+            torch.randn(8, generator=g),
+            torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8, generator=g),
+            (torch.rand(8, generator=g) < 0.1).float(),
+        )  # fmt: skip
+        for _ in range(UPDATES)
+    ]
+    return [ReplayBatch(*(t.to(device) for t in batch)) for batch in batches]
+
+
 @pytest.fixture(scope="module")
 def dqn():
     """The agent module and its update compiled once per mode (compiling happens at the first call)."""
@@ -63,18 +78,7 @@ def dqn():
 def test_compiled_dqn_update_equals_eager_through_a_reset(dqn, method, mode):
     module, update_fns = dqn
     device, update_fn = torch.device(MODES[mode][0]), update_fns[mode]
-    g = torch.Generator().manual_seed(0)
-    batches = [
-        ReplayBatch(
-            torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8, generator=g),
-            torch.randint(0, 4, (8,), generator=g),
-            torch.randn(8, generator=g),
-            torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8, generator=g),
-            (torch.rand(8, generator=g) < 0.1).float(),
-        )  # fmt: skip
-        for _ in range(UPDATES)
-    ]
-    batches = [ReplayBatch(*(t.to(device) for t in batch)) for batch in batches]
+    batches = dqn_batches(seed=0, device=device)
     runs = []
     for update in (module.update, update_fn):
         torch.manual_seed(0)
@@ -101,11 +105,7 @@ def test_the_per_step_methods_run_inside_the_compiled_update(dqn, kind):
     # the same values as eager within the module docstring's bound, across a FIRE reset (SWR + re-init re-reads its
     # norms there).
     module, update_fns = dqn
-    g = torch.Generator().manual_seed(1)
-    batches = [ReplayBatch(torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8, generator=g),
-                           torch.randint(0, 4, (8,), generator=g), torch.randn(8, generator=g),
-                           torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8, generator=g), torch.zeros(8))
-               for _ in range(UPDATES)]  # fmt: skip
+    batches = dqn_batches(seed=1)
     runs = []
     for update in (module.update, update_fns["compile"]):
         torch.manual_seed(0)
@@ -182,10 +182,6 @@ def test_warm_up_puts_every_value_back():
         warm_up(lambda: 1 / 0, state={"q": q})
     with pytest.raises(ValueError, match="must not have a state yet"):  # the warm-up precedes the first update
         warm_up(module.update, state={"optimizer": optimizer})
-
-
-HUMANOID_BENCH = pytest.mark.skipif(importlib.util.find_spec("humanoid_bench") is None,
-                                    reason="HumanoidBench is not installed (README: HumanoidBench)")  # fmt: skip
 
 
 @pytest.mark.slow

@@ -7,11 +7,10 @@ span the whole run, as the straight run's) and ``--resume DIR`` continues it.
 """
 
 import collections
-import importlib.util
 
 import pytest
 import torch
-from agent_utils import checkpoint, reset_events, run_agent
+from agent_utils import HUMANOID_BENCH, checkpoint, reset_events, run_agent
 
 DQN = ["--env-id", "ALE/Breakout-v5", "--learning-starts", "40", "--buffer-size", "1000", "--replay-ratio", "1",
        "--checkpoint-every", "80", "--metrics-every", "50", "--save-buffer", "--start-e", "0.1", "--end-e", "0.1",
@@ -87,7 +86,12 @@ def test_sac_resume_is_exact(tmp_path, method):
     assert_same(reset_events(straight), reset_events(resumed), "resets.jsonl")
 
 
-@pytest.mark.parametrize(("agent", "flags"), [("dqn_atari", DQN), ("sac_simba", SAC)], ids=["dqn", "sac"])
+@pytest.mark.parametrize(
+    ("agent", "flags"),
+    [("dqn_atari", DQN), ("sac_simba", SAC),
+     pytest.param("sac_simba", [*SAC, "--env-id", "h1-walk-v0"], marks=HUMANOID_BENCH)],
+    ids=["dqn-breakout", "sac-humanoid", "sac-h1-walk"],
+)  # fmt: skip
 def test_replay_memory_on_the_device_changes_no_value(tmp_path, agent, flags):
     # --buffer-device moves the replay memory, not the batches: a run that keeps it in --device's memory until its stop
     # and in host memory after `--resume DIR --no-buffer-device` equals a run in host memory throughout, bit for bit.
@@ -102,8 +106,7 @@ def test_replay_memory_on_the_device_changes_no_value(tmp_path, agent, flags):
     assert_same(a, b)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("humanoid_bench") is None,
-                    reason="HumanoidBench is not installed (README: HumanoidBench)")  # fmt: skip
+@HUMANOID_BENCH
 def test_sac_resume_is_exact_on_humanoid_bench(tmp_path):
     flags = [*SAC, "--env-id", "h1-walk-v0", "--reset", "fire"]
     straight, resumed = straight_and_resumed(tmp_path, "sac_simba", flags, 100)

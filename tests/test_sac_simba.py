@@ -1,14 +1,13 @@
 """SAC + SimBa on real MuJoCo (Humanoid-v5), end to end: a subprocess, tensorboard event files, checkpoints."""
 
 import copy
-import importlib.util
 import json
 import math
 import signal
 
 import pytest
 import torch
-from agent_utils import checkpoint, load_agent, reset_events, run_agent, scalars, start_agent, wait_for
+from agent_utils import HUMANOID_BENCH, checkpoint, load_agent, reset_events, run_agent, scalars, start_agent, wait_for
 
 # Small widths and a few hundred env steps that cross learning_starts; the reset comes at the very end, so a run with
 # a reset and one without follow the same trajectory up to it.
@@ -82,8 +81,7 @@ def test_redo_and_regularizers_end_to_end(tmp_path, regularizer):
         assert any(t.startswith("swr/qf1/") for t in tags) and any(t.startswith("swr/actor/") for t in tags)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("humanoid_bench") is None,
-                    reason="HumanoidBench is not installed (README: HumanoidBench)")  # fmt: skip
+@HUMANOID_BENCH
 @pytest.mark.parametrize("env_id", ["h1-walk-v0", "h1hand-walk-v0"])
 def test_humanoid_bench_run_checkpoints_stops_and_resumes(tmp_path, env_id):
     # main crashed at the first checkpoint of every HumanoidBench run (its env state could not be captured).
